@@ -18,9 +18,10 @@ class Environment(StrEnum):
 
     @property
     def base_url(self) -> str:
-        return {Environment.SANDBOX: "https://api.sandbox.vm.co.mz", Environment.LIVE: "https://api.vm.co.mz"}[
-            self
-        ]
+        return {
+            Environment.SANDBOX: "https://api.sandbox.vm.co.mz",
+            Environment.LIVE: "https://api.vm.co.mz",
+        }[self]
 
 
 class Operation(StrEnum):

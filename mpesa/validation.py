@@ -55,7 +55,7 @@ def validate_amount(value: Decimal | int | str, *, field: str = "amount") -> Dec
 
     Floats are refused: ``0.1 + 0.2`` is not money.
     """
-    if isinstance(value, float) or isinstance(value, bool):
+    if isinstance(value, (float, bool)):
         raise ValidationError(field, "must be a Decimal, an int or a string, never a float")
     try:
         amount = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
