@@ -4,4 +4,8 @@ from django.urls import include, path
 urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
+    path("carrinho/", include("kulipa.cart.urls")),
+    path("conta/", include("kulipa.accounts.urls")),
+    path("", include("kulipa.orders.urls")),
+    path("", include("kulipa.catalog.urls")),
 ]
