@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from mpesa.errors import ConfigurationError
 from mpesa.validation import validate_short_code
@@ -95,8 +96,12 @@ class Config:
         if not self.verify:
             raise ConfigurationError("TLS verification cannot be disabled; pass ca_bundle to trust a test CA")
         validate_short_code(self.service_provider_code)
-        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
-            raise ConfigurationError("base_url must start with http:// or https://")
+        if self.base_url is not None:
+            parsed = urlsplit(self.base_url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ConfigurationError("base_url must look like https://host (ports come from `ports`)")
+            if parsed.port is not None or parsed.path.strip("/"):
+                raise ConfigurationError("base_url is scheme and host only: each operation has its own port")
         if self.query_retries < 0:
             raise ConfigurationError("query_retries must be zero or more")
         object.__setattr__(self, "environment", Environment(self.environment))

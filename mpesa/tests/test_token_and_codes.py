@@ -108,3 +108,9 @@ def test_unlisted_codes_are_judged_by_http_status() -> None:
     assert outcome_for(None, http_status=403) is Outcome.AUTH_ERROR
     assert outcome_for("INS-4242", http_status=400) is Outcome.INVALID_REQUEST
     assert outcome_for(None, http_status=200) is Outcome.UNKNOWN
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1", "ftp://host", "http://127.0.0.1:18352", "https://h/ipg"])
+def test_base_url_is_scheme_and_host_only(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="base_url"):
+        Config(api_key="k", public_key="x", service_provider_code="171717", base_url=url)
