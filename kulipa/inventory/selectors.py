@@ -20,9 +20,7 @@ def reserved_quantities(*, product_ids: Iterable[int], exclude_order_id: int | N
     )
     if exclude_order_id is not None:
         rows = rows.exclude(order_id=exclude_order_id)
-    return {
-        row["product_id"]: row["total"] for row in rows.values("product_id").annotate(total=Sum("quantity"))
-    }
+    return {row["product_id"]: row["total"] for row in rows.values("product_id").annotate(total=Sum("quantity"))}
 
 
 def available_quantities(*, product_ids: Iterable[int]) -> dict[int, int]:

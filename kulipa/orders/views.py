@@ -1,0 +1,121 @@
+"""Checkout and order history. Thin: forms validate, services write, selectors read. Never calls M-Pesa."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from kulipa.cart.services import cart_from_request
+from kulipa.inventory.errors import OutOfStock
+from kulipa.orders.errors import OrderError
+from kulipa.orders.forms import CheckoutForm
+from kulipa.orders.models import Order
+from kulipa.orders.selectors import (
+    order_get_by_checkout_token,
+    order_list_for_session,
+    order_list_for_user,
+    remember_order_in_session,
+)
+from kulipa.orders.services import order_create
+
+logger = logging.getLogger(__name__)
+
+
+class HttpResponseSeeOther(HttpResponseRedirect):
+    status_code = 303
+
+
+def payment_start(*, order: Order) -> str | None:
+    """Queue the M-Pesa push for a new order (``kulipa.payments`` writes an attempt row; the push runs after
+    commit in a worker; no network here). Returns None, or a message for the customer when payments refused
+    (the order exists; its page offers "try again"). Imported lazily: the payments app owns it."""
+    from kulipa.payments.services import PaymentError, payment_attempt_start
+
+    try:
+        payment_attempt_start(order=order, msisdn=order.msisdn)
+    except PaymentError as exc:
+        logger.warning("payment not started for order %s: %s", order.pk, exc)
+        return str(exc)
+    return None
+
+
+def _checkout_initial(request: HttpRequest) -> dict[str, str]:
+    user = request.user
+    if not user.is_authenticated:
+        return {}
+    return {"customer_name": user.get_full_name(), "email": user.email}
+
+
+def _placed(request: HttpRequest, order: Order) -> HttpResponse:
+    cart_from_request(request).clear()
+    remember_order_in_session(request=request, order=order)
+    if not order.payment_attempts.exists():  # a re-submit must not start a second push
+        problem = payment_start(order=order)
+        if problem:
+            messages.error(request, problem)
+    return HttpResponseSeeOther(order.get_absolute_url())
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def checkout(request: HttpRequest) -> HttpResponse:
+    """GET: the form with the cart lines and total (from the database). POST: place the order, queue the
+    payment, 303 to the order page. Prices are never read from the request."""
+    if request.method == "POST":
+        # A second click after the first one went through: show the order it created.
+        earlier = order_get_by_checkout_token(request=request, checkout_token=request.POST.get("checkout_token", ""))
+        if earlier is not None:
+            return _placed(request, earlier)
+    cart = cart_from_request(request)
+    cart_url = reverse("cart:detail")
+    if cart.is_empty:
+        messages.info(request, _("O seu carrinho está vazio. Escolha os produtos antes de finalizar a compra."))
+        return redirect(cart_url)
+    if request.method == "POST":
+        form = CheckoutForm(request.POST)
+        if form.is_valid():
+            if not request.session.session_key:
+                request.session.save()
+            data = form.cleaned_data
+            try:
+                order = order_create(
+                    quantities=cart.as_quantities(),
+                    customer_name=data["customer_name"],
+                    msisdn=data["msisdn"],
+                    email=data["email"],
+                    delivery_address=data["delivery_address"],
+                    user=request.user if request.user.is_authenticated else None,
+                    session_key=request.session.session_key or "",
+                    checkout_token=data["checkout_token"],
+                )
+            except OutOfStock as exc:
+                messages.error(request, exc.message)
+                return redirect(cart_url)
+            except OrderError as exc:
+                messages.error(request, str(exc))
+                return redirect(cart_url)
+            return _placed(request, order)
+    else:
+        form = CheckoutForm(initial=_checkout_initial(request))
+    return render(
+        request,
+        "orders/checkout.html",
+        {"form": form, "lines": cart.lines(), "total": cart.total(), "cart_url": cart_url},
+    )
+
+
+@require_GET
+def order_history(request: HttpRequest) -> HttpResponse:
+    """Logged in: the customer's own orders. Guest: the orders placed from this device, and a login link."""
+    if request.user.is_authenticated:
+        orders = order_list_for_user(user=request.user)
+    else:
+        orders = order_list_for_session(request=request)
+    return render(request, "orders/history.html", {"orders": orders[:100]})
