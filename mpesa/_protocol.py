@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import aiohttp
 import httpx
 
 from mpesa.codes import lookup, outcome_for
@@ -265,7 +266,14 @@ def _none_if_na(value: str | None) -> str | None:
 
 def transport_failure(operation: Operation, exc: Exception, *, elapsed: float) -> Result:
     """No usable answer: the request may or may not have reached the gateway, so the outcome is ``UNKNOWN``."""
-    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "transport error"
+    # With the aiohttp transport the httpx exception is a translation; the original says what really happened
+    # (a dropped connection arrives as ConnectTimeout there).
+    if isinstance(exc.__cause__, aiohttp.ClientError):
+        exc = exc.__cause__
+        timed_out = isinstance(exc, TimeoutError)
+    else:
+        timed_out = isinstance(exc, httpx.TimeoutException)
+    kind = "timed out" if timed_out else "connection failed"
     result_type: type[Result] = Result
     if operation is Operation.QUERY:
         result_type = QueryResult

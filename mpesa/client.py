@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from mpesa import _protocol as protocol
 from mpesa.config import Config, Operation
@@ -203,16 +204,27 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """The same operations as :class:`Client`, as coroutines. One per event loop; ``async with`` closes it."""
+    """The same operations as :class:`Client`, as coroutines. One per event loop; ``async with`` closes it.
 
-    def __init__(self, config: Config, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    Thousands of C2B requests can be pending at once (each waits for a PIN). httpx's own async pool rescans
+    every connection for every request (encode/httpx#3215) and falls to tens of calls per second at 100
+    concurrent requests, so by default requests go through aiohttp's connector via ``httpx-aiohttp``; the
+    httpx interface (timeouts, headers, exceptions) stays the same. ``max_connections`` bounds sockets per client.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 10_000,
+    ) -> None:
         super().__init__(config)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
         self._http = httpx.AsyncClient(
             headers=self._headers,
-            verify=_ssl_context(config),
-            transport=transport,
+            transport=transport or AiohttpTransport(verify=_ssl_context(config), limits=limits),
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
         )
 
     async def __aenter__(self) -> Self:

@@ -1,0 +1,18 @@
+"""Benchmarks of the M-Pesa client and the offline simulator: ``python -m benchmarks`` (see README.md).
+
+To add a benchmark, write ``def name(ctx: RunContext) -> dict`` (JSON-able, with an ``ok`` bool) and register it
+in :data:`BENCHMARKS`; ``--only name`` then runs it alone.
+"""
+
+from __future__ import annotations
+
+from benchmarks.capacity import simulator_capacity
+from benchmarks.common import Benchmark, RunContext
+from benchmarks.throughput import client_throughput
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "client_throughput": client_throughput,
+    "simulator_capacity": simulator_capacity,
+}
+
+__all__ = ["BENCHMARKS", "Benchmark", "RunContext"]
