@@ -7,5 +7,6 @@ urlpatterns = [
     path("carrinho/", include("kulipa.cart.urls")),
     path("conta/", include("kulipa.accounts.urls")),
     path("", include("kulipa.orders.urls")),
+    path("", include("kulipa.payments.urls")),
     path("", include("kulipa.catalog.urls")),
 ]

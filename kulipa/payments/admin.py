@@ -1,0 +1,153 @@
+"""Payments in the admin: everything read-only. Events are append-only (no change or delete permission).
+
+The order admin (``kulipa.orders.admin.OrderAdmin``) is re-registered here with the payment inlines and two
+actions that queue work (the admin never calls M-Pesa itself): "recheck status" and "reverse payment".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from kulipa.orders.admin import OrderAdmin
+from kulipa.orders.models import Order
+from kulipa.payments import services
+from kulipa.payments.models import CallbackDelivery, PaymentAttempt, PaymentEvent
+
+
+class _ReadOnly:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+ATTEMPT_FIELDS = (
+    "third_party_reference",
+    "state",
+    "masked_msisdn",
+    "amount",
+    "mode",
+    "result_code",
+    "result_description",
+    "conversation_id",
+    "transaction_id",
+    "push_started_at",
+    "push_deadline",
+    "finished_at",
+    "next_check_at",
+    "check_count",
+    "reversal_state",
+    "reversal_reference",
+    "reversal_transaction_id",
+    "reversed_at",
+    "created_at",
+)
+
+
+@admin.display(description=gettext_lazy("número"))
+def masked_msisdn(obj: PaymentAttempt) -> str:
+    from mpesa import mask_msisdn
+
+    return mask_msisdn(obj.msisdn)
+
+
+class PaymentAttemptInline(_ReadOnly, admin.TabularInline):
+    model = PaymentAttempt
+    extra = 0
+    can_delete = False
+    fields = (
+        "third_party_reference",
+        "state",
+        masked_msisdn,
+        "amount",
+        "result_code",
+        "transaction_id",
+        "reversal_state",
+        "created_at",
+    )
+    readonly_fields = fields
+    show_change_link = True
+
+
+class PaymentEventInline(_ReadOnly, admin.TabularInline):
+    model = PaymentEvent
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "kind", "summary", "attempt")
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+
+
+@admin.register(PaymentAttempt)
+class PaymentAttemptAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ("third_party_reference", "order", "state", "amount", "result_code", "reversal_state", "created_at")
+    list_filter = ("state", "mode", "reversal_state", "created_at")
+    search_fields = ("third_party_reference", "transaction_id", "conversation_id", "order__public_id")
+    fields = ("order", *(f if f != "masked_msisdn" else masked_msisdn for f in ATTEMPT_FIELDS))
+    readonly_fields = fields
+    list_select_related = ("order",)
+
+
+@admin.register(PaymentEvent)
+class PaymentEventAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ("created_at", "order", "attempt", "kind", "summary")
+    list_filter = ("kind", "created_at")
+    search_fields = ("summary", "order__public_id", "attempt__third_party_reference")
+    fields = ("created_at", "order", "attempt", "kind", "summary", "payload")
+    readonly_fields = fields
+    list_select_related = ("order", "attempt")
+
+
+@admin.register(CallbackDelivery)
+class CallbackDeliveryAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ("received_at", "remote_ip", "attempt", "outcome", "processed_at")
+    list_filter = ("outcome", "received_at")
+    search_fields = ("body", "attempt__third_party_reference")
+    fields = ("received_at", "remote_ip", "attempt", "outcome", "processed_at", "error", "headers", "body")
+    readonly_fields = fields
+
+
+@admin.action(description=gettext_lazy("Verificar de novo o estado do pagamento (M-Pesa)"))
+def recheck_payment_status(
+    modeladmin: admin.ModelAdmin[Order], request: HttpRequest, queryset: QuerySet[Order]
+) -> None:
+    queued = sum(services.order_payment_recheck(order=order) for order in queryset)
+    modeladmin.message_user(
+        request, _("Consulta de estado pedida para %(n)s encomenda(s).") % {"n": queued}, messages.SUCCESS
+    )
+
+
+@admin.action(description=gettext_lazy("Reverter o pagamento (devolver o dinheiro pela M-Pesa)"))
+def reverse_payment(modeladmin: admin.ModelAdmin[Order], request: HttpRequest, queryset: QuerySet[Order]) -> None:
+    requested = 0
+    for order in queryset.filter(status__in=[Order.Status.PAID, Order.Status.NEEDS_ATTENTION]):
+        attempts = PaymentAttempt.objects.filter(order=order, state=PaymentAttempt.State.SUCCEEDED).exclude(
+            transaction_id=""
+        )
+        proposed = [a for a in attempts if a.reversal_state == PaymentAttempt.Reversal.PROPOSED]
+        for attempt in proposed or list(attempts):
+            try:
+                services.payment_reversal_request(attempt_id=attempt.pk, requested_by=request.user.get_username())
+                requested += 1
+            except services.PaymentError as exc:
+                modeladmin.message_user(request, f"{order.short_reference}: {exc}", messages.ERROR)
+    modeladmin.message_user(request, _("Reversão pedida para %(n)s pagamento(s).") % {"n": requested}, messages.INFO)
+
+
+admin.site.unregister(Order)
+
+
+@admin.register(Order)
+class PaymentsOrderAdmin(OrderAdmin):
+    inlines = [*OrderAdmin.inlines, PaymentAttemptInline, PaymentEventInline]
+    actions = [*(OrderAdmin.actions or []), recheck_payment_status, reverse_payment]

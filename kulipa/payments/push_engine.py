@@ -1,0 +1,247 @@
+"""The push engine: one asyncio event loop in a daemon thread that holds thousands of C2B pushes open at once.
+
+A C2B call blocks until the customer types the PIN (a minute or more). Holding each in a thread would need
+thousands of threads; instead the huey task ``dispatch_payment`` wins the ``queued → pushing`` transition and hands
+the call to this engine, then returns. The coroutine runs on the engine's loop (one :class:`mpesa.AsyncClient`
+per loop, see :func:`kulipa.payments.gateway.async_client`), at most ``limit`` at a time (a semaphore; the rest wait
+in memory, not in the connection pool). When it completes, its result is handed to a small thread pool that runs
+the synchronous Django service recording it (the thread's DB connections are closed after each job).
+
+If the process dies mid-push the attempt stays PUSHING in the database; the reconciler queries it after its
+deadline. Nothing here retries a push.
+
+API::
+
+    engine = get_engine()                      # process-wide, started lazily
+    engine.submit(make_coroutine, on_result)   # thread-safe; on_result(value) runs in the recorder pool
+    engine.wait_idle(timeout=30)               # True once nothing is in flight or being recorded
+    engine.stats()                             # in_flight, holding, peak_holding, recording, ...
+    engine.wait_holding(2000, timeout=60)      # capacity measurements
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.db import close_old_connections, connections
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 5000
+DEFAULT_RECORDERS = 8
+
+
+def raise_open_file_limit(wanted: int) -> int:
+    """Each held push is a socket: lift the soft RLIMIT_NOFILE towards the hard limit. Returns the soft limit."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            logger.warning("could not raise the open file limit above %s", soft)
+    return soft
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    in_flight: int
+    """Jobs submitted and not finished (running, or waiting for the semaphore)."""
+    holding: int
+    """Jobs running now (past the semaphore: a push held open at the gateway)."""
+    peak_holding: int
+    recording: int
+    """Results handed to the recorder pool and not yet recorded."""
+    peak_in_flight: int
+    submitted: int
+    completed: int
+    failed: int
+
+
+class PushEngine:
+    """An event loop in a daemon thread plus a recorder thread pool. Create with :func:`get_engine` or directly."""
+
+    def __init__(self, *, limit: int = DEFAULT_LIMIT, recorders: int = DEFAULT_RECORDERS, name: str = "push") -> None:
+        self.limit = limit
+        self._name = name
+        self._loop = asyncio.new_event_loop()
+        self._semaphore: asyncio.Semaphore | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-engine", daemon=True)
+        self._recorders = ThreadPoolExecutor(max_workers=recorders, thread_name_prefix=f"{name}-recorder")
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._recording = 0
+        self._peak = 0
+        self._holding = 0
+        self._peak_holding = 0
+        self._submitted = 0
+        self._completed = 0
+        self._failed = 0
+        self._closed = False
+        raise_open_file_limit(limit + 1024)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def init() -> None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+
+        self._loop.run_until_complete(init())
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    # submitting -------------------------------------------------------------------------------------------
+    def submit(
+        self,
+        make: Callable[[], Awaitable[T]],
+        on_result: Callable[[T], None],
+        *,
+        on_error: Callable[[BaseException], None] | None = None,
+        label: str = "",
+    ) -> None:
+        """Run ``make()`` on the engine's loop; then ``on_result(value)`` in the recorder pool. Thread-safe.
+
+        ``make`` is called on the loop (so it may create loop-bound objects). If it raises, ``on_error`` (if any)
+        runs in the recorder pool instead. Recorder callbacks get fresh DB connections and must not raise (errors
+        are logged).
+        """
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("push engine is shut down")
+            self._in_flight += 1
+            self._submitted += 1
+            self._peak = max(self._peak, self._in_flight)
+            self._cond.notify_all()
+        asyncio.run_coroutine_threadsafe(self._guarded(make, on_result, on_error, label), self._loop)
+
+    async def _guarded(
+        self,
+        make: Callable[[], Awaitable[T]],
+        on_result: Callable[[T], None],
+        on_error: Callable[[BaseException], None] | None,
+        label: str,
+    ) -> None:
+        assert self._semaphore is not None
+        outcome: tuple[bool, Any]
+        try:
+            async with self._semaphore:
+                with self._cond:
+                    self._holding += 1
+                    self._peak_holding = max(self._peak_holding, self._holding)
+                    self._cond.notify_all()
+                try:
+                    outcome = (True, await make())
+                finally:
+                    with self._cond:
+                        self._holding -= 1
+        except BaseException as exc:  # handed to on_error, never lost
+            logger.exception("push engine job %s raised", label)
+            outcome = (False, exc)
+        with self._cond:
+            self._in_flight -= 1
+            self._recording += 1
+            if outcome[0]:
+                self._completed += 1
+            else:
+                self._failed += 1
+            self._cond.notify_all()
+        callback: Callable[[Any], None] | None = on_result if outcome[0] else on_error
+        self._recorders.submit(self._record, callback, outcome[1], label)
+
+    def _record(self, callback: Callable[[Any], None] | None, value: Any, label: str) -> None:
+        close_old_connections()
+        try:
+            if callback is not None:
+                callback(value)
+        except Exception:
+            logger.exception("recording push engine job %s failed", label)
+        finally:
+            # Recorder threads are few and idle most of the time: do not sit on database connections.
+            connections.close_all()
+            with self._cond:
+                self._recording -= 1
+                self._cond.notify_all()
+
+    # observing --------------------------------------------------------------------------------------------
+    def stats(self) -> EngineStats:
+        with self._cond:
+            return EngineStats(
+                in_flight=self._in_flight,
+                holding=self._holding,
+                peak_holding=self._peak_holding,
+                recording=self._recording,
+                peak_in_flight=self._peak,
+                submitted=self._submitted,
+                completed=self._completed,
+                failed=self._failed,
+            )
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is in flight or being recorded; ``False`` if ``timeout`` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._in_flight or self._recording:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
+    def wait_holding(self, count: int, timeout: float) -> bool:
+        """Block until at least ``count`` jobs run at once (pushes held open; for capacity tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._holding < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop accepting work, wait up to ``timeout`` for what is in flight, stop the loop and the pool.
+
+        Pushes still held are abandoned: their attempts stay PUSHING and the reconciler settles them.
+        """
+        with self._cond:
+            self._closed = True
+        self.wait_idle(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self._recorders.shutdown(wait=False, cancel_futures=True)
+
+
+_engine: PushEngine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> PushEngine:
+    """The process-wide engine, started on first use. ``settings.MPESA["PUSH_ENGINE_LIMIT"]`` caps concurrency."""
+    global _engine
+    with _engine_lock:
+        if _engine is None or _engine._closed:
+            from django.conf import settings
+
+            limit = int(settings.MPESA.get("PUSH_ENGINE_LIMIT", DEFAULT_LIMIT))
+            _engine = PushEngine(limit=limit)
+        return _engine

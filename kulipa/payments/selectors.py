@@ -1,0 +1,123 @@
+"""Read-only payment questions for the order page and its JSON status endpoint. No M-Pesa call, no writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from kulipa.orders.models import Order
+from kulipa.payments.models import PaymentAttempt
+from mpesa import mask_msisdn
+
+State = PaymentAttempt.State
+OrderStatus = Order.Status
+PaymentStatus = Order.PaymentStatus
+
+RETRYABLE_PAYMENT_STATUSES = (
+    PaymentStatus.DECLINED,
+    PaymentStatus.INSUFFICIENT_FUNDS,
+    PaymentStatus.TIMED_OUT,
+    PaymentStatus.FAILED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    """What the customer sees about an order's payment."""
+
+    status: str
+    payment_status: str
+    message: str
+    can_retry: bool
+    seconds_left: int | None
+    """Seconds left in the push window while the customer can still answer on the phone, else ``None``."""
+    paid: bool
+    final: bool
+    """Nothing will change by itself any more (the page stops polling)."""
+    attempt_id: int | None
+    msisdn: str
+    masked_msisdn: str
+    phone_url: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "payment_status": self.payment_status,
+            "message": self.message,
+            "can_retry": self.can_retry,
+            "seconds_left": self.seconds_left,
+            "paid": self.paid,
+            "final": self.final,
+            "attempt_id": self.attempt_id,
+        }
+
+
+def attempt_latest(*, order: Order) -> PaymentAttempt | None:
+    """The order's newest attempt (one indexed query on ``order_id``)."""
+    return PaymentAttempt.objects.filter(order_id=order.pk).order_by("-id").first()
+
+
+def _message(order: Order, attempt: PaymentAttempt | None) -> str:
+    if order.status == OrderStatus.PAID:
+        return _("Pagamento recebido. Obrigado! A sua encomenda está confirmada.")
+    if order.status == OrderStatus.NEEDS_ATTENTION:
+        return _("Pagamento recebido — a loja precisa de verificar a encomenda e vai contactá-lo.")
+    if order.status == OrderStatus.CANCELLED:
+        if attempt is not None and attempt.reversal_state == PaymentAttempt.Reversal.DONE:
+            return _("Esta encomenda foi cancelada e o pagamento foi devolvido.")
+        return _("Esta encomenda foi cancelada.")
+    if order.status == OrderStatus.EXPIRED:
+        return _("Esta encomenda expirou sem pagamento; os produtos já não estão reservados.")
+    ps = order.payment_status
+    if ps == PaymentStatus.PENDING:
+        return _("Verifique o seu telemóvel: introduza o PIN M-Pesa para confirmar o pagamento.")
+    if ps == PaymentStatus.VERIFYING:
+        return _("Estamos a verificar o pagamento com a M-Pesa. Não pague de novo; esta página actualiza sozinha.")
+    if ps == PaymentStatus.DECLINED:
+        return _("O pagamento foi cancelado no telemóvel. Pode tentar de novo.")
+    if ps == PaymentStatus.INSUFFICIENT_FUNDS:
+        return _("Saldo M-Pesa insuficiente. Carregue a conta ou tente com outro número.")
+    if ps == PaymentStatus.TIMED_OUT:
+        return _("O pedido de pagamento não foi respondido a tempo. Pode tentar de novo.")
+    if ps == PaymentStatus.FAILED:
+        return _("O pagamento falhou. Pode tentar de novo, se quiser com outro número.")
+    return _("A preparar o pagamento…")
+
+
+def order_payment_view(*, order: Order) -> PaymentView:
+    """The payment state of ``order`` for its page: one query for the latest attempt, nothing else."""
+    attempt = attempt_latest(order=order)
+    now = timezone.now()
+    awaiting = order.status == OrderStatus.AWAITING_PAYMENT
+    in_flight = attempt is not None and attempt.in_flight
+    can_retry = (
+        awaiting
+        and not in_flight
+        and order.expires_at > now
+        and (attempt is None or order.payment_status in RETRYABLE_PAYMENT_STATUSES)
+    )
+    seconds_left: int | None = None
+    if awaiting and attempt is not None and attempt.state in (State.QUEUED, State.PUSHING, State.AWAITING_CALLBACK):
+        if attempt.push_deadline is not None:
+            seconds_left = max(0, int((attempt.push_deadline - now).total_seconds()))
+        else:
+            seconds_left = int(settings.MPESA.get("PUSH_WINDOW_SECONDS", 90))
+    msisdn = attempt.msisdn if attempt is not None else order.msisdn
+    phone_base = str(settings.MPESA.get("SANDBOX_PHONE_URL", "") or "")
+    return PaymentView(
+        status=order.status,
+        payment_status=order.payment_status,
+        message=_message(order, attempt),
+        can_retry=can_retry,
+        seconds_left=seconds_left,
+        paid=order.paid_at is not None,
+        final=not (awaiting and in_flight),
+        attempt_id=attempt.pk if attempt is not None else None,
+        msisdn=msisdn,
+        masked_msisdn=mask_msisdn(msisdn) if msisdn else "",
+        phone_url=f"{phone_base}{msisdn}" if phone_base and msisdn else "",
+    )

@@ -1,0 +1,114 @@
+"""The order page (payment as it happens), its JSON status, "try again", and the M-Pesa result callback.
+
+Thin: access goes through ``order_get_for_viewer`` (anyone else gets 404), reads through
+``kulipa.payments.selectors``, writes through ``kulipa.payments.services``. Nothing here calls M-Pesa.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from kulipa.orders.selectors import order_get_for_viewer
+from kulipa.payments import selectors, services
+
+logger = logging.getLogger(__name__)
+
+
+class RetryForm(forms.Form):
+    msisdn = forms.CharField(
+        label=gettext_lazy("Número M-Pesa"),
+        required=False,
+        max_length=20,
+        widget=forms.TextInput(attrs={"inputmode": "tel", "autocomplete": "tel", "placeholder": "84 123 4567"}),
+    )
+    after = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+
+@never_cache
+@require_GET
+def order_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    """``/pedido/<public_id>/``: lines, totals, payment status with live updates, "try again"."""
+    order = order_get_for_viewer(request=request, public_id=public_id)
+    view = selectors.order_payment_view(order=order)
+    form = RetryForm()  # not pre-filled: whoever holds the link sees the number masked only
+    form.fields["msisdn"].widget.attrs["placeholder"] = view.masked_msisdn or "84 123 4567"
+    return render(
+        request,
+        "payments/order_detail.html",
+        {
+            "order": order,
+            "lines": list(order.lines.select_related("product")),
+            "payment": view,
+            "form": form,
+        },
+    )
+
+
+@never_cache
+@require_GET
+def order_status(request: HttpRequest, public_id: str) -> JsonResponse:
+    """``/pedido/<public_id>/estado/``: {status, payment_status, message, can_retry, seconds_left, paid, ...}.
+
+    Polled every ~2 s by the order page: the viewer check plus one indexed query; never calls M-Pesa."""
+    order = order_get_for_viewer(request=request, public_id=public_id)
+    return JsonResponse(selectors.order_payment_view(order=order).as_json())
+
+
+@require_POST
+def payment_retry(request: HttpRequest, public_id: str) -> HttpResponse:
+    """POST "try again" (optionally with another number): a new attempt with a new reference, then back to the
+    order page. ``after`` names the attempt the page showed, so a double click yields one attempt."""
+    order = order_get_for_viewer(request=request, public_id=public_id)
+    form = RetryForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Pedido inválido."))
+        return redirect(order.get_absolute_url())
+    try:
+        services.payment_attempt_start(
+            order=order,
+            msisdn=form.cleaned_data["msisdn"] or None,
+            after_attempt_id=form.cleaned_data["after"],
+        )
+    except services.PaymentError as exc:
+        messages.error(request, str(exc))
+    return redirect(order.get_absolute_url())
+
+
+def _client_ip(request: HttpRequest) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+@csrf_exempt
+@require_POST
+def mpesa_callback(request: HttpRequest, token: str | None = None) -> HttpResponse:
+    """``POST /api/mpesa/callback`` (or ``/api/mpesa/callback/<token>`` when ``CALLBACK_PATH_TOKEN`` is set).
+
+    Wrong or missing token → 404; a sender outside ``CALLBACK_ALLOWED_IPS`` (when set) → 403. Otherwise the raw
+    delivery is stored first and the acknowledgement returned; confirmation happens in a worker.
+    """
+    conf = settings.MPESA
+    expected = str(conf.get("CALLBACK_PATH_TOKEN") or "")
+    if expected:
+        if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Http404
+    elif token is not None:
+        raise Http404
+    allowed = list(conf.get("CALLBACK_ALLOWED_IPS") or [])
+    remote_ip = _client_ip(request)
+    if allowed and remote_ip not in allowed:
+        logger.warning("callback from %s refused: not in CALLBACK_ALLOWED_IPS", remote_ip)
+        return HttpResponseForbidden()
+    receipt = services.callback_receive(headers=dict(request.headers), body=request.body, remote_ip=remote_ip)
+    return JsonResponse(receipt.body, status=receipt.status)
