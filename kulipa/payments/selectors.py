@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
 from kulipa.orders.models import Order
@@ -32,6 +33,8 @@ class PaymentView:
     status: str
     payment_status: str
     message: str
+    status_label: str
+    """Order state and payment state in words, e.g. "Paga · Pago"."""
     can_retry: bool
     seconds_left: int | None
     """Seconds left in the push window while the customer can still answer on the phone, else ``None``."""
@@ -48,6 +51,7 @@ class PaymentView:
             "status": self.status,
             "payment_status": self.payment_status,
             "message": self.message,
+            "status_label": self.status_label,
             "can_retry": self.can_retry,
             "seconds_left": self.seconds_left,
             "paid": self.paid,
@@ -112,6 +116,7 @@ def order_payment_view(*, order: Order) -> PaymentView:
         status=order.status,
         payment_status=order.payment_status,
         message=_message(order, attempt),
+        status_label=f"{capfirst(order.get_status_display())} · {capfirst(order.get_payment_status_display())}",
         can_retry=can_retry,
         seconds_left=seconds_left,
         paid=order.paid_at is not None,
@@ -119,5 +124,6 @@ def order_payment_view(*, order: Order) -> PaymentView:
         attempt_id=attempt.pk if attempt is not None else None,
         msisdn=msisdn,
         masked_msisdn=mask_msisdn(msisdn) if msisdn else "",
-        phone_url=f"{phone_base}{msisdn}" if phone_base and msisdn else "",
+        # The simulator's phone page only ever holds prompts of numbers ending in 00 (the others answer alone).
+        phone_url=f"{phone_base}{msisdn}" if phone_base and msisdn.endswith("00") else "",
     )

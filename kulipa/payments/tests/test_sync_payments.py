@@ -38,6 +38,7 @@ def test_success_pays_the_order_and_commits_stock(sim: Simulator) -> None:
 
     data = wait_status(client, order, status="paid")
     assert data["paid"] is True and data["payment_status"] == "paid" and data["can_retry"] is False
+    assert data["status_label"] == "Paga · Pago"  # the page swaps it in without a reload
     order.refresh_from_db()
     attempt = order.payment_attempts.get()
     assert attempt.state == State.SUCCEEDED and attempt.result_code == "INS-0"
