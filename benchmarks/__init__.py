@@ -9,10 +9,12 @@ from __future__ import annotations
 from benchmarks.capacity import simulator_capacity
 from benchmarks.common import Benchmark, RunContext
 from benchmarks.throughput import client_throughput
+from benchmarks.worker_capacity import worker_capacity
 
 BENCHMARKS: dict[str, Benchmark] = {
     "client_throughput": client_throughput,
     "simulator_capacity": simulator_capacity,
+    "worker_capacity": worker_capacity,
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "RunContext"]

@@ -181,7 +181,7 @@ MPESA = {
     "CALLBACK_URL": os.environ.get("MPESA_CALLBACK_URL", ""),
     "CALLBACK_PATH_TOKEN": os.environ.get("MPESA_CALLBACK_PATH_TOKEN", ""),
     "CALLBACK_ALLOWED_IPS": [ip for ip in os.environ.get("MPESA_CALLBACK_ALLOWED_IPS", "").split(",") if ip],
-    "PUSH_WINDOW_SECONDS": int(os.environ.get("MPESA_PUSH_WINDOW_SECONDS", "90")),
+    "PUSH_WINDOW_SECONDS": int(os.environ.get("MPESA_PUSH_WINDOW_SECONDS", "60")),
     "C2B_READ_TIMEOUT_SECONDS": float(os.environ.get("MPESA_C2B_READ_TIMEOUT_SECONDS", "150")),
     "RECONCILE_MARGIN_SECONDS": int(os.environ.get("MPESA_RECONCILE_MARGIN_SECONDS", "300")),
     "SANDBOX_PHONE_URL": os.environ.get("MPESA_SANDBOX_PHONE_URL", ""),
