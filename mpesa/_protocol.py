@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 
 from mpesa.codes import lookup, outcome_for
-from mpesa.config import Config, Operation
+from mpesa.config import ENDPOINTS, Config, Operation
 from mpesa.errors import ValidationError
 from mpesa.outcomes import Outcome
 from mpesa.results import CustomerNameResult, QueryResult, Result, TransactionStatus
@@ -24,15 +24,6 @@ from mpesa.validation import (
     validate_reference,
     validate_short_code,
 )
-
-PATHS: dict[Operation, tuple[str, str]] = {
-    Operation.C2B: ("POST", "/ipg/v1x/c2bPayment/singleStage/"),
-    Operation.QUERY: ("GET", "/ipg/v1x/queryTransactionStatus/"),
-    Operation.REVERSAL: ("PUT", "/ipg/v1x/reversal/"),
-    Operation.B2C: ("POST", "/ipg/v1x/b2cPayment/"),
-    Operation.B2B: ("POST", "/ipg/v1x/b2bPayment/"),
-    Operation.CUSTOMER_NAME: ("GET", "/ipg/v1x/queryCustomerName/"),
-}
 
 # Operations that are safe to send again after a transport error: they move no money.
 RETRYABLE = frozenset({Operation.QUERY, Operation.CUSTOMER_NAME})
@@ -64,7 +55,7 @@ def _timeout(config: Config, operation: Operation) -> httpx.Timeout:
 
 
 def _prepare(config: Config, operation: Operation, fields: dict[str, str], **log: str) -> PreparedRequest:
-    method, path = PATHS[operation]
+    method, path = ENDPOINTS[operation]
     return PreparedRequest(
         operation=operation,
         method=method,

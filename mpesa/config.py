@@ -34,6 +34,17 @@ class Operation(StrEnum):
     CUSTOMER_NAME = "customer_name"
 
 
+ENDPOINTS: dict[Operation, tuple[str, str]] = {
+    Operation.C2B: ("POST", "/ipg/v1x/c2bPayment/singleStage/"),
+    Operation.QUERY: ("GET", "/ipg/v1x/queryTransactionStatus/"),
+    Operation.REVERSAL: ("PUT", "/ipg/v1x/reversal/"),
+    Operation.B2C: ("POST", "/ipg/v1x/b2cPayment/"),
+    Operation.B2B: ("POST", "/ipg/v1x/b2bPayment/"),
+    Operation.CUSTOMER_NAME: ("GET", "/ipg/v1x/queryCustomerName/"),
+}
+"""Method and path of each operation (reference §2.1); GET operations take query-string parameters."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ports:
     """One TCP port per operation, the same in sandbox and production (reference §2.1)."""

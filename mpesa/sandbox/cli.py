@@ -14,9 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mpesa.config import Operation
+from mpesa.config import ENDPOINTS, Operation
 from mpesa.sandbox.keys import load_or_create_private_key
-from mpesa.sandbox.operations import PATHS
 from mpesa.sandbox.scenarios import SCENARIOS
 from mpesa.sandbox.server import Sandbox, start
 from mpesa.sandbox.settings import (
@@ -139,7 +138,7 @@ def banner(sandbox: Sandbox) -> str:
     s = sandbox.settings
     lines = ["M-Pesa OpenAPI sandbox simulator (offline)", ""]
     for operation in Operation:
-        method, _ = PATHS[operation]
+        method, _ = ENDPOINTS[operation]
         lines.append(f"  {operation.value:<14} {method:<5} {sandbox.url(operation)}")
     lines += [
         "",

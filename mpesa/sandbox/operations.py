@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from mpesa.codes import lookup
-from mpesa.config import Operation
+from mpesa.config import ENDPOINTS, Operation
 from mpesa.sandbox.scenarios import Scenario, Wait, scenario_for
 from mpesa.sandbox.settings import B2B_SANDBOX_RECEIVER
 from mpesa.sandbox.state import SandboxState
@@ -30,14 +30,6 @@ from mpesa.validation import mask_msisdn
 
 logger = logging.getLogger("mpesa.sandbox")
 
-PATHS: dict[Operation, tuple[str, str]] = {
-    Operation.C2B: ("POST", "/ipg/v1x/c2bPayment/singleStage/"),
-    Operation.QUERY: ("GET", "/ipg/v1x/queryTransactionStatus/"),
-    Operation.REVERSAL: ("PUT", "/ipg/v1x/reversal/"),
-    Operation.B2C: ("POST", "/ipg/v1x/b2cPayment/"),
-    Operation.B2B: ("POST", "/ipg/v1x/b2bPayment/"),
-    Operation.CUSTOMER_NAME: ("GET", "/ipg/v1x/queryCustomerName/"),
-}
 _PAYMENT_FIELDS = (
     "input_TransactionReference",
     "input_CustomerMSISDN",
@@ -143,7 +135,7 @@ class Gateway:
 
     def add_routes(self, app: web.Application, operation: Operation) -> None:
         """Route ``operation`` on ``app``, with and without the trailing slash."""
-        method, path = PATHS[operation]
+        method, path = ENDPOINTS[operation]
         handler = self._wrap(operation, self._handlers[operation])
         app.router.add_route(method, path, handler)
         app.router.add_route(method, path.rstrip("/"), handler)

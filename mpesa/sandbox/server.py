@@ -18,11 +18,11 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mpesa.config import Operation, Ports
+from mpesa.config import ENDPOINTS, Operation, Ports
 from mpesa.sandbox.callbacks import CallbackSender
 from mpesa.sandbox.control import Control
 from mpesa.sandbox.keys import TlsFiles, ephemeral_private_key, load_or_create_private_key, load_or_create_tls_files
-from mpesa.sandbox.operations import PATHS, Gateway
+from mpesa.sandbox.operations import Gateway
 from mpesa.sandbox.settings import SandboxSettings, all_ports
 from mpesa.sandbox.state import SandboxState
 from mpesa.sandbox.store import Store
@@ -122,7 +122,7 @@ class Sandbox:
         """The full URL of an operation (``Operation.C2B`` or ``"c2b"``), with the trailing slash, e.g.
         ``http://127.0.0.1:18352/ipg/v1x/c2bPayment/singleStage/``."""
         operation = Operation(operation)
-        return f"{self.base_url}:{self.ports.for_operation(operation)}{PATHS[operation][1]}"
+        return f"{self.base_url}:{self.ports.for_operation(operation)}{ENDPOINTS[operation][1]}"
 
     def phone_url(self, msisdn: str) -> str:
         return f"{self.control_url}/phone/{msisdn}"
