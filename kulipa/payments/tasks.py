@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from django.utils import timezone
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task
 
@@ -41,13 +42,24 @@ def reverse_payment(attempt_id: int) -> str:
     return attempt.reversal_state if attempt else "not_requested"
 
 
+@db_task()
+def reconcile_reversal(attempt_id: int) -> str:
+    """Status query for a reversal whose answer was lost (never resent)."""
+    return services.payment_reversal_reconcile(attempt_id=attempt_id).reversal_state
+
+
 @db_periodic_task(crontab(minute="*"))
 def payments_sweep() -> dict[str, int]:
-    """Every minute: reconcile due attempts, re-dispatch stuck ones, expire unpaid orders, tidy reservations."""
+    """Every minute: reconcile due attempts and lost reversals, re-dispatch stuck pushes, expire unpaid orders,
+    tidy reservations."""
     from kulipa.inventory.services import reservations_purge_expired
     from kulipa.orders.services import order_expire_due
 
     counts = services.payments_sweep()
+    reversals = services.reversals_due(now=timezone.now())
+    for attempt_id in reversals:
+        reconcile_reversal(attempt_id)
+    counts["reversals"] = len(reversals)
     counts["expired_orders"] = order_expire_due()
     counts["purged_reservations"] = reservations_purge_expired()
     if any(counts.values()):

@@ -21,7 +21,7 @@ module               what
 ``callbacks``        :func:`callback_receive` (web), :func:`callback_process` (worker),
                      :class:`CallbackRejected`, :class:`CallbackReceipt`
 ``reversals``        :func:`payment_reversal_request`, :func:`payment_reversal_send`,
-                     :func:`payment_reversal_reconcile`, :func:`order_payment_recheck` (admin)
+                     :func:`payment_reversal_reconcile`, :func:`reversals_due`, :func:`order_payment_recheck` (admin)
 ===================  ====================================================================================
 
 Imports go one way: ``errors``, ``_common`` ← ``paid`` ← ``attempts`` ← ``reconcile`` ← ``callbacks``;
@@ -90,6 +90,7 @@ from kulipa.payments.services.reversals import (
     payment_reversal_reconcile,
     payment_reversal_request,
     payment_reversal_send,
+    reversals_due,
 )
 
 __all__ = [
@@ -133,4 +134,5 @@ __all__ = [
     "push_window",
     "reconcile_backoff",
     "reconcile_margin",
+    "reversals_due",
 ]

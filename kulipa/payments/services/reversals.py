@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
@@ -24,6 +26,9 @@ from kulipa.payments.services._common import (
 from kulipa.payments.services.errors import PaymentError
 from mpesa import MpesaError, Outcome, Result, TransactionStatus
 from mpesa.config import Operation
+
+REVERSAL_STUCK_AFTER = timedelta(minutes=5)
+"""A reversal answers in seconds; one still SENDING after this lost its worker and is reconciled by query."""
 
 
 def payment_reversal_request(*, attempt_id: int, requested_by: str) -> PaymentAttempt:
@@ -108,41 +113,69 @@ def payment_reversal_send(*, attempt_id: int) -> PaymentAttempt | None:
             payload={**_result_payload(result), "state": attempt.reversal_state},
         )
         if attempt.reversal_state == Reversal.DONE:
-            note = _("Pagamento %(tid)s revertido (%(rid)s).") % {
-                "tid": attempt.transaction_id,
-                "rid": attempt.reversal_transaction_id or attempt.reversal_reference,
-            }
-            order.attention_reason = "\n".join(r for r in [order.attention_reason, note] if r)
-            if attempt.transaction_id == order.mpesa_transaction_id:
-                order.status = OrderStatus.CANCELLED
-                inventory.reservations_release(order=order)
-            order.save(update_fields=["attention_reason", "status", "updated_at"])
+            _order_after_reversal(order, attempt)
     logger.info("reversal %s of %s: %s", attempt.reversal_reference, attempt.transaction_id, attempt.reversal_state)
     return attempt
 
 
+def _order_after_reversal(order: Order, attempt: PaymentAttempt) -> None:
+    """A reversal is DONE: note it on the order; if it gave back the order's paying transaction, the order is
+    cancelled and any live reservation released. Caller holds Order (1) → attempt (2)."""
+    note = _("Pagamento %(tid)s revertido (%(rid)s).") % {
+        "tid": attempt.transaction_id,
+        "rid": attempt.reversal_transaction_id or attempt.reversal_reference,
+    }
+    order.attention_reason = "\n".join(r for r in [order.attention_reason, note] if r)
+    if attempt.transaction_id == order.mpesa_transaction_id:
+        order.status = OrderStatus.CANCELLED
+        inventory.reservations_release(order=order)
+    order.save(update_fields=["attention_reason", "status", "updated_at"])
+
+
 def payment_reversal_reconcile(*, attempt_id: int) -> PaymentAttempt:
-    """A reversal whose answer was lost (UNKNOWN): ask by its own reference; Completed → DONE. Never resent."""
+    """A reversal whose answer was lost (UNKNOWN): ask by its own ThirdPartyReference. Never resent.
+
+    Completed → DONE (with the same order effects as a direct answer); Cancelled or Expired → FAILED (staff may
+    request again, with a new reference); N/A or a failed query → still UNKNOWN, asked again by the sweep.
+    The query runs outside any transaction; the result is applied under Order (1) → attempt (2). Idempotent.
+    """
     attempt = PaymentAttempt.objects.get(pk=attempt_id)
     if attempt.reversal_state != Reversal.UNKNOWN or not attempt.reversal_reference:
         return attempt
     result = gateway.client().query_transaction_status(
         query_reference=attempt.reversal_reference, third_party_reference=gateway.new_reference("Q")
     )
+    status = result.transaction_status if result.outcome is Outcome.SUCCESS else None
     with transaction.atomic():
         order, attempt = _lock_order_and_attempt(attempt_id)
         _event(
             order_id=order.pk,
             attempt_id=attempt.pk,
             kind=Kind.STATUS_QUERY,
-            summary=f"reversal query {attempt.reversal_reference}: {result.transaction_status}",
+            summary=f"reversal query {attempt.reversal_reference}: {status or result.outcome.value}",
             payload=_result_payload(result),
         )
-        if attempt.reversal_state == Reversal.UNKNOWN and result.transaction_status is TransactionStatus.COMPLETED:
+        if attempt.reversal_state != Reversal.UNKNOWN:
+            return attempt
+        if status is TransactionStatus.COMPLETED:
             attempt.reversal_state = Reversal.DONE
             attempt.reversed_at = timezone.now()
-            attempt.save()
+            attempt.save(update_fields=["reversal_state", "reversed_at", "updated_at"])
+            _order_after_reversal(order, attempt)
+        elif status in (TransactionStatus.CANCELLED, TransactionStatus.EXPIRED):
+            attempt.reversal_state = Reversal.FAILED
+            attempt.save(update_fields=["reversal_state", "updated_at"])
+    logger.info("reversal %s reconciled: %s", attempt.reversal_reference, attempt.reversal_state)
     return attempt
+
+
+def reversals_due(*, now: datetime, stuck_after: timedelta = REVERSAL_STUCK_AFTER) -> list[int]:
+    """Attempts whose reversal needs a status query: UNKNOWN ones, and SENDING ones whose worker evidently died
+    (no answer recorded for ``stuck_after``; moved to UNKNOWN here with a conditional update)."""
+    PaymentAttempt.objects.filter(reversal_state=Reversal.SENDING, updated_at__lte=now - stuck_after).update(
+        reversal_state=Reversal.UNKNOWN, updated_at=now
+    )
+    return list(PaymentAttempt.objects.filter(reversal_state=Reversal.UNKNOWN).values_list("id", flat=True)[:1000])
 
 
 # --- admin helpers ---------------------------------------------------------------------------------------

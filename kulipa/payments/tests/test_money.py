@@ -259,3 +259,37 @@ def test_another_customers_order_is_404(sim: Simulator) -> None:
     assert Client().get(reverse("payments:status", kwargs={"public_id": "nope"})).status_code == 404
     wait_status(mine, order, payment_status="declined")
     assert order.payment_attempts.count() == 1
+
+
+@pytest.mark.parametrize("reached_gateway", [True, False])
+def test_a_reversal_whose_answer_was_lost_is_settled_by_the_sweep(sim: Simulator, reached_gateway: bool) -> None:
+    """The worker died after (or before) sending the reversal: the sweep asks M-Pesa by the reversal's own
+    reference, never sends it again, and only a reversal M-Pesa confirms counts as done."""
+    from kulipa.payments import gateway, tasks
+
+    order = checkout(Client(), {product(stock=1).pk: 1}, msisdn="258840000001")
+    wait_for(lambda: Order.objects.get(pk=order.pk).status == Order.Status.PAID, what="paid")
+    attempt = order.payment_attempts.get()
+    reference = gateway.new_reference("R")
+    long_ago = timezone.now() - timedelta(minutes=10)
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(
+        reversal_state=PaymentAttempt.Reversal.SENDING, reversal_reference=reference, updated_at=long_ago
+    )
+    if reached_gateway:  # what the dead worker had sent
+        sent = gateway.client().reversal(transaction_id=attempt.transaction_id, third_party_reference=reference)
+        assert sent.ok
+
+    tasks.payments_sweep.call_local()
+
+    attempt.refresh_from_db()
+    order.refresh_from_db()
+    reversals = [t for t in sim.transactions() if t["kind"] == "reversal"]
+    assert len(reversals) == (1 if reached_gateway else 0)  # never resent
+    if reached_gateway:
+        assert attempt.reversal_state == PaymentAttempt.Reversal.DONE
+        assert order.status == Order.Status.CANCELLED
+        assert "revertido" in order.attention_reason
+    else:
+        assert attempt.reversal_state == PaymentAttempt.Reversal.UNKNOWN  # not known: still asked, never guessed
+        assert order.status == Order.Status.PAID
+    assert order.payment_events.filter(kind=Kind.STATUS_QUERY, summary__startswith="reversal query").count() == 1
