@@ -67,7 +67,7 @@ list.addEventListener("submit", async (ev)=>{
                               body: JSON.stringify({pin})});
   const data = await r.json();
   status.textContent = data.error ? data.error : (url.endsWith("/approve") ? "Approved." : "Declined.");
-  shown = ""; refresh();
+  shown = null; refresh();  // re-render even when the list is now empty
 });
 refresh(); setInterval(refresh, 1000); setInterval(tick, 250);
 """
