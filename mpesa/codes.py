@@ -69,6 +69,31 @@ RESPONSE_CODES: dict[str, ResponseCode] = _table(
     ("INS-2006", 422, "Insufficient balance", _N),
     ("INS-2051", 400, "MSISDN invalid", _I),
     ("INS-2057", 400, "Language code invalid", _I),
+    # Listed only for the openapi.m-pesa.com platform (reference §4.2). Where a number means something else there
+    # (INS-993 to INS-997), the Mozambique meaning above is kept.
+    ("INS-28", 400, "Invalid ThirdPartyConversationID Used", _I),
+    ("INS-30", 400, "Invalid Purchased Items Description Used", _I),
+    ("INS-31", 400, "Invalid Payment Items Description Used", _I),
+    ("INS-32", 400, "Invalid KYC Query Type Used", _I),
+    ("INS-35", 400, "This transaction do not belong to you", _I),
+    ("INS-36", 400, "Invalid Agreed TC", _I),
+    ("INS-39", 400, "Invalid First Payment Date", _I),
+    ("INS-40", 400, "Invalid Frequency", _I),
+    ("INS-41", 400, "Invalid Start Range Days", _I),
+    ("INS-42", 400, "Invalid End Range Days", _I),
+    ("INS-43", 400, "Invalid Expiry Date", _I),
+    ("INS-50", 400, "MSISDN Token and MSISDN do not match", _I),
+    ("INS-51", 400, "Invalid MandateID", _I),
+    ("INS-52", 400, "MandateID does not correspond to ThirdPartyReference", _I),
+    ("INS-54", 400, "Invalid BalanceAmount", _I),
+    ("INS-55", 400, "BalanceAmount mandatory when QueryBalanceAmount is True", _I),
+    ("INS-56", 401, "Invalid MSISDNToken", _I),
+    ("INS-57", 500, "Either MSISDN or MSISDNToken required", _I),
+    ("INS-58", 400, "No Active Mandate found", _F),
+    ("INS-989", 400, "Session Creation Failed", _A),
+    ("INS-990", 400, "Customer Transaction Value Limit Breached", _F),
+    ("INS-991", 400, "Customer Transaction Count Limit Breached", _F),
+    ("INS-992", 400, "Multiple Limits Breached", _F),
 )
 
 
