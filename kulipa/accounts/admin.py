@@ -8,20 +8,20 @@ from django.utils.translation import gettext_lazy as _
 from kulipa.accounts.models import User
 
 
-class _UserChangeForm(UserChangeForm):
+class _UserChangeForm(UserChangeForm[User]):
     class Meta(UserChangeForm.Meta):
         model = User
         fields = "__all__"
 
 
-class _UserCreationForm(AdminUserCreationForm):
+class _UserCreationForm(AdminUserCreationForm[User]):
     class Meta:
         model = User
         fields = ("email",)
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(DjangoUserAdmin[User]):
     """Django's user admin with e-mail instead of username."""
 
     form = _UserChangeForm

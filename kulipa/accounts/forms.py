@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from kulipa.accounts.models import User
 
 
-class SignupForm(UserCreationForm):
+class SignupForm(UserCreationForm[User]):
     """E-mail, password and confirmation; Django's password validators apply (``AUTH_PASSWORD_VALIDATORS``)."""
 
     class Meta:
@@ -24,7 +24,7 @@ class SignupForm(UserCreationForm):
         self.fields["password2"].label = _("Confirme a palavra-passe")
 
     def clean_email(self) -> str:
-        email = self.cleaned_data["email"].strip().lower()
+        email: str = self.cleaned_data["email"].strip().lower()
         if User.objects.filter(email__iexact=email).exists():
             raise forms.ValidationError(_("Já existe uma conta com este e-mail. Entre com a sua palavra-passe."))
         return email
@@ -46,4 +46,5 @@ class EmailAuthenticationForm(AuthenticationForm):
     }
 
     def clean_username(self) -> str:
-        return self.cleaned_data["username"].strip().lower()
+        username: str = self.cleaned_data["username"].strip().lower()
+        return username

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
@@ -31,13 +31,15 @@ class UserManager(BaseUserManager["User"]):
 
 
 class User(AbstractUser):
+    # Removing the inherited field the way Django documents it; the stubs type it as always present.
     username = None  # type: ignore[assignment]
     email = models.EmailField(_("e-mail"), unique=True)
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
-    objects = UserManager()  # type: ignore[misc]
+    # The stubs pin AbstractUser.objects to Django's username-based UserManager; ours creates users by e-mail.
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
 
     def __str__(self) -> str:
         return self.email

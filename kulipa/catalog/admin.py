@@ -8,7 +8,7 @@ from kulipa.inventory.selectors import available_quantities
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(admin.ModelAdmin[Product]):
     list_display = ("name", "price", "stock_on_hand", "available", "is_active", "updated_at")
     list_filter = ("is_active",)
     search_fields = ("name", "slug", "description")

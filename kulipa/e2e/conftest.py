@@ -17,7 +17,7 @@ import pytest
 from kulipa.payments.tests.conftest import Simulator, sandbox, shop_mpesa_settings, sim
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page
+    from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
 
 __all__ = ["sandbox", "sim"]  # re-exported fixtures
 
@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-MOBILE = {"width": 390, "height": 844}
+MOBILE: ViewportSize = {"width": 390, "height": 844}
 ANSWER_DELAY = 1.0  # the simulator answers after 1 s, so "pending" is on screen before "paid"
 PUSH_WINDOW = 15.0  # time to answer on the phone page (numbers ending in 00)
 TIMEOUT_MS = 15_000  # any single wait in the browser

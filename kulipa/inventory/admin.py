@@ -11,7 +11,7 @@ from kulipa.inventory.models import StockReservation
 
 
 @admin.register(StockReservation)
-class StockReservationAdmin(admin.ModelAdmin):
+class StockReservationAdmin(admin.ModelAdmin[StockReservation]):
     list_display = ("order", "product", "quantity", "state", "expires_at", "created_at")
     list_filter = ("state",)
     search_fields = ("order__public_id", "product__name")

@@ -18,10 +18,12 @@ Extending (``kulipa.payments.admin``): subclass and re-register, keeping these i
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponseBase
 
 from kulipa.inventory.models import StockReservation
 from kulipa.orders.models import Order, OrderLine
@@ -37,7 +39,12 @@ PAYMENT_FIELDS = (
 )
 
 
-class ReadOnlyInline(admin.TabularInline):
+_ChildModelT = TypeVar("_ChildModelT", bound=Model)
+
+OrderAction: TypeAlias = Callable[["OrderAdmin", HttpRequest, QuerySet[Order]], HttpResponseBase | None]
+
+
+class ReadOnlyInline(admin.TabularInline[_ChildModelT, Order]):
     extra = 0
     can_delete = False
 
@@ -51,26 +58,28 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class OrderLineInline(ReadOnlyInline):
+class OrderLineInline(ReadOnlyInline[OrderLine]):
     model = OrderLine
     fields = ("product", "product_name", "unit_price", "quantity", "line_total")
     readonly_fields = fields
 
 
-class StockReservationInline(ReadOnlyInline):
+class StockReservationInline(ReadOnlyInline[StockReservation]):
     model = StockReservation
     fields = ("product", "quantity", "state", "expires_at", "updated_at")
     readonly_fields = fields
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(admin.ModelAdmin[Order]):
     list_display = ("short_reference", "customer_name", "total", "status", "payment_status", "created_at")
     list_filter = ("status", "payment_status", "created_at")
     search_fields = ("public_id", "customer_name", "msisdn", "email", "mpesa_transaction_id")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
     inlines = [OrderLineInline, StockReservationInline]
+    # None of its own; declared here (as Django's default) so that subclasses can extend it by class access.
+    actions: Sequence[OrderAction | str] | None = ()
     fields = (
         "public_id",
         "user",
@@ -110,7 +119,7 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrderLine)
-class OrderLineAdmin(admin.ModelAdmin):
+class OrderLineAdmin(admin.ModelAdmin[OrderLine]):
     list_display = ("order", "product_name", "unit_price", "quantity")
     search_fields = ("product_name", "order__public_id")
     readonly_fields = ("order", "product", "product_name", "unit_price", "quantity")

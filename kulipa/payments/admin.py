@@ -54,21 +54,24 @@ ATTEMPT_FIELDS = (
 )
 
 
-@admin.display(description=gettext_lazy("número"))
-def masked_msisdn(obj: PaymentAttempt) -> str:
-    from mpesa import mask_msisdn
+class _MaskedMsisdn:
+    """The ``"masked_msisdn"`` column (the full number is never shown)."""
 
-    return mask_msisdn(obj.msisdn)
+    @admin.display(description=gettext_lazy("número"))
+    def masked_msisdn(self, obj: PaymentAttempt) -> str:
+        from mpesa import mask_msisdn
+
+        return mask_msisdn(obj.msisdn)
 
 
-class PaymentAttemptInline(_ReadOnly, admin.TabularInline):
+class PaymentAttemptInline(_ReadOnly, _MaskedMsisdn, admin.TabularInline[PaymentAttempt, Order]):
     model = PaymentAttempt
     extra = 0
     can_delete = False
     fields = (
         "third_party_reference",
         "state",
-        masked_msisdn,
+        "masked_msisdn",
         "amount",
         "result_code",
         "transaction_id",
@@ -79,7 +82,7 @@ class PaymentAttemptInline(_ReadOnly, admin.TabularInline):
     show_change_link = True
 
 
-class PaymentEventInline(_ReadOnly, admin.TabularInline):
+class PaymentEventInline(_ReadOnly, admin.TabularInline[PaymentEvent, Order]):
     model = PaymentEvent
     extra = 0
     can_delete = False
@@ -89,17 +92,17 @@ class PaymentEventInline(_ReadOnly, admin.TabularInline):
 
 
 @admin.register(PaymentAttempt)
-class PaymentAttemptAdmin(_ReadOnly, admin.ModelAdmin):
+class PaymentAttemptAdmin(_ReadOnly, _MaskedMsisdn, admin.ModelAdmin[PaymentAttempt]):
     list_display = ("third_party_reference", "order", "state", "amount", "result_code", "reversal_state", "created_at")
     list_filter = ("state", "mode", "reversal_state", "created_at")
     search_fields = ("third_party_reference", "transaction_id", "conversation_id", "order__public_id")
-    fields = ("order", *(f if f != "masked_msisdn" else masked_msisdn for f in ATTEMPT_FIELDS))
+    fields = ("order", *ATTEMPT_FIELDS)
     readonly_fields = fields
     list_select_related = ("order",)
 
 
 @admin.register(PaymentEvent)
-class PaymentEventAdmin(_ReadOnly, admin.ModelAdmin):
+class PaymentEventAdmin(_ReadOnly, admin.ModelAdmin[PaymentEvent]):
     list_display = ("created_at", "order", "attempt", "kind", "summary")
     list_filter = ("kind", "created_at")
     search_fields = ("summary", "order__public_id", "attempt__third_party_reference")
@@ -109,7 +112,7 @@ class PaymentEventAdmin(_ReadOnly, admin.ModelAdmin):
 
 
 @admin.register(CallbackDelivery)
-class CallbackDeliveryAdmin(_ReadOnly, admin.ModelAdmin):
+class CallbackDeliveryAdmin(_ReadOnly, admin.ModelAdmin[CallbackDelivery]):
     list_display = ("received_at", "remote_ip", "attempt", "outcome", "processed_at")
     list_filter = ("outcome", "received_at")
     search_fields = ("body", "attempt__third_party_reference")

@@ -240,8 +240,8 @@ def get_engine() -> PushEngine:
     global _engine
     with _engine_lock:
         if _engine is None or _engine._closed:
-            from django.conf import settings
+            from kulipa.payments.conf import mpesa_int
 
-            limit = int(settings.MPESA.get("PUSH_ENGINE_LIMIT", DEFAULT_LIMIT))
+            limit = mpesa_int("PUSH_ENGINE_LIMIT", DEFAULT_LIMIT)
             _engine = PushEngine(limit=limit)
         return _engine

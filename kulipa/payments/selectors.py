@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
 from kulipa.orders.models import Order
+from kulipa.payments.conf import mpesa_int, mpesa_str
 from kulipa.payments.models import PaymentAttempt
 from mpesa import mask_msisdn
 
@@ -109,9 +109,9 @@ def order_payment_view(*, order: Order) -> PaymentView:
         if attempt.push_deadline is not None:
             seconds_left = max(0, int((attempt.push_deadline - now).total_seconds()))
         else:
-            seconds_left = int(settings.MPESA.get("PUSH_WINDOW_SECONDS", 90))
+            seconds_left = mpesa_int("PUSH_WINDOW_SECONDS", 90)
     msisdn = attempt.msisdn if attempt is not None else order.msisdn
-    phone_base = str(settings.MPESA.get("SANDBOX_PHONE_URL", "") or "")
+    phone_base = mpesa_str("SANDBOX_PHONE_URL")
     return PaymentView(
         status=order.status,
         payment_status=order.payment_status,

@@ -10,7 +10,6 @@ import hmac
 import logging
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
@@ -22,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from kulipa.orders.selectors import order_get_for_viewer
 from kulipa.payments import selectors, services
+from kulipa.payments.conf import mpesa_str, mpesa_str_list
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +98,13 @@ def mpesa_callback(request: HttpRequest, token: str | None = None) -> HttpRespon
     Wrong or missing token → 404; a sender outside ``CALLBACK_ALLOWED_IPS`` (when set) → 403. Otherwise the raw
     delivery is stored first and the acknowledgement returned; confirmation happens in a worker.
     """
-    conf = settings.MPESA
-    expected = str(conf.get("CALLBACK_PATH_TOKEN") or "")
+    expected = mpesa_str("CALLBACK_PATH_TOKEN")
     if expected:
         if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
             raise Http404
     elif token is not None:
         raise Http404
-    allowed = list(conf.get("CALLBACK_ALLOWED_IPS") or [])
+    allowed = mpesa_str_list("CALLBACK_ALLOWED_IPS")
     remote_ip = _client_ip(request)
     if allowed and remote_ip not in allowed:
         logger.warning("callback from %s refused: not in CALLBACK_ALLOWED_IPS", remote_ip)

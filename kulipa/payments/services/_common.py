@@ -10,13 +10,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
 from kulipa.orders.models import Order
 from kulipa.payments import gateway
+from kulipa.payments.conf import mpesa_conf, mpesa_float
 from kulipa.payments.models import PaymentAttempt, PaymentEvent
 from mpesa import Outcome, QueryResult, Result, mask_msisdn
 
@@ -60,45 +60,40 @@ PUSH_RESULT_SLACK = timedelta(seconds=30)
 
 
 # --- settings --------------------------------------------------------------------------------------------
-def _mpesa() -> Mapping[str, Any]:
-    conf: Mapping[str, Any] = settings.MPESA
-    return conf
-
-
 def payment_mode() -> str:
-    mode = str(_mpesa().get("MODE", SYNC)).lower()
+    mode = str(mpesa_conf().get("MODE", SYNC)).lower()
     if mode not in (SYNC, ASYNC):
         raise ImproperlyConfigured(f"MPESA MODE must be 'sync' or 'async', not {mode!r}")
     return mode
 
 
 def push_window() -> timedelta:
-    return timedelta(seconds=float(_mpesa().get("PUSH_WINDOW_SECONDS", 90)))
+    return timedelta(seconds=mpesa_float("PUSH_WINDOW_SECONDS", 90))
 
 
 def reconcile_margin() -> timedelta:
-    return timedelta(seconds=float(_mpesa().get("RECONCILE_MARGIN_SECONDS", 300)))
+    return timedelta(seconds=mpesa_float("RECONCILE_MARGIN_SECONDS", 300))
 
 
 def c2b_read_timeout() -> timedelta:
-    return timedelta(seconds=max(gateway.MIN_C2B_READ_TIMEOUT, float(_mpesa().get("C2B_READ_TIMEOUT_SECONDS", 150))))
+    return timedelta(seconds=max(gateway.MIN_C2B_READ_TIMEOUT, mpesa_float("C2B_READ_TIMEOUT_SECONDS", 150)))
 
 
 def reconcile_backoff(check_count: int) -> timedelta:
     """10 s, 20 s, 40 s … capped at 10 min (``RECONCILE_BACKOFF_SECONDS`` / ``RECONCILE_BACKOFF_MAX_SECONDS``)."""
-    base = float(_mpesa().get("RECONCILE_BACKOFF_SECONDS", 10))
-    cap = float(_mpesa().get("RECONCILE_BACKOFF_MAX_SECONDS", 600))
+    base = mpesa_float("RECONCILE_BACKOFF_SECONDS", 10)
+    cap = mpesa_float("RECONCILE_BACKOFF_MAX_SECONDS", 600)
     return timedelta(seconds=min(cap, base * (2 ** min(check_count, 20))))
 
 
 def callback_grace() -> timedelta:
     """After the push window, how long to wait for a callback before asking ourselves (``CALLBACK_GRACE_SECONDS``)."""
-    return timedelta(seconds=float(_mpesa().get("CALLBACK_GRACE_SECONDS", 10)))
+    return timedelta(seconds=mpesa_float("CALLBACK_GRACE_SECONDS", 10))
 
 
 def callbacks_authenticated() -> bool:
     """Whether callbacks are authenticated by configuration (``CALLBACK_PATH_TOKEN`` or ``CALLBACK_ALLOWED_IPS``)."""
-    conf = _mpesa()
+    conf = mpesa_conf()
     return bool(conf.get("CALLBACK_PATH_TOKEN")) or bool(conf.get("CALLBACK_ALLOWED_IPS"))
 
 

@@ -161,15 +161,17 @@ def payment_attempt_dispatch(*, attempt_id: int) -> bool:
     if attempt is None:
         logger.info("attempt %s not queued any more; not pushing", attempt_id)
         return False
-    arguments = {
-        "amount": attempt.amount,
-        "msisdn": attempt.msisdn,
-        "transaction_reference": attempt.order.short_reference,
-        "third_party_reference": attempt.third_party_reference,
-    }
+    # Read now, in this thread: the push runs on the engine's loop and must not touch the ORM.
+    amount, msisdn = attempt.amount, attempt.msisdn
+    transaction_reference, third_party_reference = attempt.order.short_reference, attempt.third_party_reference
 
     async def push() -> Result:
-        return await gateway.async_client().c2b_payment(**arguments)
+        return await gateway.async_client().c2b_payment(
+            amount=amount,
+            msisdn=msisdn,
+            transaction_reference=transaction_reference,
+            third_party_reference=third_party_reference,
+        )
 
     def record(result: Result) -> None:
         payment_attempt_record_push_result_retrying(attempt_id=attempt_id, result=result)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -26,6 +26,8 @@ from mpesa.sandbox.testing import fast_settings
 
 PUSH_WINDOW = 2.0
 
+_T = TypeVar("_T")
+
 
 class Simulator:
     """The running simulator and its control API (``/sandbox/...``)."""
@@ -40,12 +42,14 @@ class Simulator:
     def configure(self, **changes: Any) -> dict[str, Any]:
         response = self.http.put("/config", json=changes)
         response.raise_for_status()
-        return response.json()
+        config: dict[str, Any] = response.json()
+        return config
 
     def faults(self, **changes: Any) -> dict[str, Any]:
         response = self.http.put("/faults", json=changes)
         response.raise_for_status()
-        return response.json()
+        faults: dict[str, Any] = response.json()
+        return faults
 
     def transactions(self, **query: str) -> list[dict[str, Any]]:
         response = self.http.get("/transactions", params=query)
@@ -54,6 +58,13 @@ class Simulator:
 
     def transaction(self, third_party_reference: str) -> dict[str, Any] | None:
         return next((t for t in self.transactions() if t["third_party_reference"] == third_party_reference), None)
+
+    def known_transaction(self, third_party_reference: str) -> dict[str, Any]:
+        """:meth:`transaction`, failing the test when the simulator has none with that reference."""
+        tx = self.transaction(third_party_reference)
+        if tx is None:
+            raise AssertionError(f"the simulator has no transaction {third_party_reference}")
+        return tx
 
     def callbacks(self) -> list[dict[str, Any]]:
         return list(self.http.get("/callbacks").json()["deliveries"])
@@ -65,7 +76,8 @@ class Simulator:
         action = "approve" if approve else "decline"
         response = self.http.post(f"/phone/{msisdn}/prompts/{conversation_id}/{action}", json={"pin": "1234"})
         response.raise_for_status()
-        return response.json()
+        answer: dict[str, Any] = response.json()
+        return answer
 
 
 @pytest.fixture(scope="session")
@@ -124,8 +136,10 @@ def sim(sandbox: ThreadedSandbox, settings: Any, transactional_db: None) -> Iter
         simulator.http.close()
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_for(
+    predicate: Callable[[], _T | None], *, timeout: float = 15.0, interval: float = 0.05, what: str = ""
+) -> _T:
+    """Poll ``predicate`` until it returns something truthy (so never ``None``); fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

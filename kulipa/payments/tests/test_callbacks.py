@@ -189,7 +189,7 @@ def test_unauthenticated_callback_transaction_id_is_only_a_hint(
     event = order.payment_events.get(kind=Kind.CALLBACK)
     assert (
         event.payload["fields"]["input_TransactionID"]
-        == sim.transaction(attempt.third_party_reference)["transaction_id"]
+        == sim.known_transaction(attempt.third_party_reference)["transaction_id"]
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -234,7 +235,7 @@ def test_push_engine_holds_300_pending_pushes(sim: Simulator) -> None:
     assert engine.wait_holding(n, timeout=60), engine.stats()
     assert PaymentAttempt.objects.filter(state=State.PUSHING).count() == n
     for i, msisdn in enumerate(numbers):
-        prompt = wait_for(lambda m=msisdn: sim.prompts(m), what=f"prompt {msisdn}")[0]
+        prompt = wait_for(functools.partial(sim.prompts, msisdn), what=f"prompt {msisdn}")[0]
         sim.answer(msisdn, prompt["conversation_id"], approve=i % 2 == 0)
     assert engine.wait_idle(60), engine.stats()
     assert PaymentAttempt.objects.filter(state=State.SUCCEEDED).count() == n // 2
