@@ -22,6 +22,7 @@ API::
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import time
@@ -244,4 +245,20 @@ def get_engine() -> PushEngine:
 
             limit = mpesa_int("PUSH_ENGINE_LIMIT", DEFAULT_LIMIT)
             _engine = PushEngine(limit=limit)
+            atexit.register(_close_at_exit, _engine)
         return _engine
+
+
+def _close_at_exit(engine: PushEngine) -> None:
+    """Worker shutdown: close the engine's M-Pesa connections on its loop (bounded), then stop it.
+
+    Pushes still held are cut; their attempts stay PUSHING (or are recorded UNKNOWN) and the reconciler settles
+    them by status query. Nothing is pushed again.
+    """
+    from kulipa.payments import gateway
+
+    try:
+        gateway.reset(timeout=2.0)
+    except Exception:  # exiting anyway; the reconciler covers whatever was in flight
+        logger.warning("closing M-Pesa clients at exit failed", exc_info=True)
+    engine.shutdown(timeout=2.0)
