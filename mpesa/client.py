@@ -56,8 +56,28 @@ class _Base:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.config.host_url} spc={self.config.service_provider_code}>"
 
-    def _attempts(self, operation: Operation) -> int:
-        return 1 + (self.config.query_retries if operation in protocol.RETRYABLE else 0)
+    def _retry_delay(self, request: protocol.PreparedRequest, attempt: int, failure: Result) -> float | None:
+        """Seconds to wait before sending ``request`` again after transport failure number ``attempt`` (from 0),
+        or ``None`` to give up. Only operations that move no money are ever sent again."""
+        retries = self.config.query_retries if request.operation in protocol.RETRYABLE else 0
+        if attempt >= retries:
+            return None
+        self._log(request, failure)
+        return float(self.config.retry_backoff * 2**attempt)
+
+    @staticmethod
+    def _parsed(request: protocol.PreparedRequest, response: httpx.Response, started: float) -> Result:
+        return protocol.parse_response(
+            request.operation,
+            status_code=response.status_code,
+            content=response.content,
+            elapsed=time.monotonic() - started,
+        )
+
+    def _finished(self, request: protocol.PreparedRequest, result: Result, kind: type[R]) -> R:
+        self._log(request, result)
+        assert isinstance(result, kind)
+        return result
 
     def _log(self, request: protocol.PreparedRequest, result: Result) -> None:
         logger.info(
@@ -95,29 +115,23 @@ class Client(_Base):
         self._http.close()
 
     def _send(self, request: protocol.PreparedRequest, kind: type[R]) -> R:
-        attempts = self._attempts(request.operation)
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             started = time.monotonic()
             try:
                 response = self._http.request(
                     request.method, request.url, timeout=request.timeout, **request.httpx_arguments()
                 )
-                result: Result = protocol.parse_response(
-                    request.operation,
-                    status_code=response.status_code,
-                    content=response.content,
-                    elapsed=time.monotonic() - started,
-                )
             except httpx.TransportError as exc:
                 result = protocol.transport_failure(request.operation, exc, elapsed=time.monotonic() - started)
-                if attempt + 1 < attempts:
-                    self._log(request, result)
-                    time.sleep(self.config.retry_backoff * (2**attempt))
+                delay = self._retry_delay(request, attempt, result)
+                if delay is not None:
+                    time.sleep(delay)
+                    attempt += 1
                     continue
-            self._log(request, result)
-            assert isinstance(result, kind)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+            else:
+                result = self._parsed(request, response, started)
+            return self._finished(request, result, kind)
 
     def c2b_payment(
         self, *, amount: Amount, msisdn: str, transaction_reference: str, third_party_reference: str
@@ -239,29 +253,23 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _send(self, request: protocol.PreparedRequest, kind: type[R]) -> R:
-        attempts = self._attempts(request.operation)
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             started = time.monotonic()
             try:
                 response = await self._http.request(
                     request.method, request.url, timeout=request.timeout, **request.httpx_arguments()
                 )
-                result: Result = protocol.parse_response(
-                    request.operation,
-                    status_code=response.status_code,
-                    content=response.content,
-                    elapsed=time.monotonic() - started,
-                )
             except httpx.TransportError as exc:
                 result = protocol.transport_failure(request.operation, exc, elapsed=time.monotonic() - started)
-                if attempt + 1 < attempts:
-                    self._log(request, result)
-                    await asyncio.sleep(self.config.retry_backoff * (2**attempt))
+                delay = self._retry_delay(request, attempt, result)
+                if delay is not None:
+                    await asyncio.sleep(delay)
+                    attempt += 1
                     continue
-            self._log(request, result)
-            assert isinstance(result, kind)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+            else:
+                result = self._parsed(request, response, started)
+            return self._finished(request, result, kind)
 
     async def c2b_payment(
         self, *, amount: Amount, msisdn: str, transaction_reference: str, third_party_reference: str
