@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
@@ -20,12 +21,19 @@ def _is_htmx(request: HttpRequest) -> bool:
 
 
 def _next_url(request: HttpRequest, default: str) -> str:
+    """Where to go back to after a cart change: the posted ``next`` if it is a local absolute path ("/..."),
+    else ``default`` (a URL name). Never hands ``next`` to ``redirect()``: that would try to reverse a
+    string like "foo" as a URL name and answer 500."""
     candidate = request.POST.get("next", "")
-    if candidate and url_has_allowed_host_and_scheme(
-        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    if (
+        candidate.startswith("/")
+        and candidate.isprintable()
+        and url_has_allowed_host_and_scheme(
+            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
     ):
         return candidate
-    return default
+    return reverse(default)
 
 
 def _cart_context(cart: Cart) -> dict[str, object]:
@@ -40,7 +48,7 @@ def _cart_context(cart: Cart) -> dict[str, object]:
 def _respond(request: HttpRequest, cart: Cart, *, default_next: str) -> HttpResponse:
     if _is_htmx(request):
         return render(request, "cart/_htmx_update.html", _cart_context(cart))
-    return redirect(_next_url(request, default_next))
+    return HttpResponseRedirect(_next_url(request, default_next))
 
 
 @require_GET

@@ -57,6 +57,60 @@ def test_add_redirects_back_to_the_page_it_came_from(client):
     assert response["Location"] == DETAIL
 
 
+BAD_NEXT = [
+    "foo",
+    "cart detail",
+    "cart:detail",
+    "//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "http://evil.example/",
+    "https://testserver/carrinho/",
+    "javascript:alert(1)",
+    "/\t/evil.example",
+    "/carrinho/\n",
+    " /carrinho/",
+]
+
+
+@pytest.mark.parametrize("next_url", BAD_NEXT)
+def test_add_with_a_bad_next_redirects_to_the_cart(client, next_url):
+    """A ``next`` that is not a local absolute path used to reach ``redirect()``, which tried it as a URL name
+    and answered 500 (NoReverseMatch)."""
+    product = make_product()
+    response = client.post(ADD, {"product_id": product.id, "quantity": 2, "next": next_url})
+    assert response.status_code == 302
+    assert response["Location"] == DETAIL
+    assert session_cart(client) == {str(product.id): 2}  # the add itself happened, nothing else
+
+
+@pytest.mark.parametrize("next_url", BAD_NEXT)
+def test_update_and_remove_with_a_bad_next_redirect_to_the_cart(client, next_url):
+    keep, drop = make_product(stock_on_hand=50), make_product()
+    add(client, keep)
+    add(client, drop)
+
+    update = client.post(UPDATE, {"product_id": keep.id, "quantity": 3, "next": next_url})
+    remove = client.post(REMOVE, {"product_id": drop.id, "next": next_url})
+
+    assert (update.status_code, update["Location"]) == (302, DETAIL)
+    assert (remove.status_code, remove["Location"]) == (302, DETAIL)
+    assert session_cart(client) == {str(keep.id): 3}
+
+
+def test_refused_change_with_a_bad_next_still_redirects_to_the_cart(client):
+    response = client.post(ADD, {"product_id": "abc", "quantity": 1, "next": "foo"})
+    assert (response.status_code, response["Location"]) == (302, DETAIL)
+    assert session_cart(client) == {}
+
+
+def test_local_next_with_query_is_kept(client):
+    product = make_product()
+    target = f"{product.get_absolute_url()}?ver=1"
+    response = client.post(ADD, {"product_id": product.id, "quantity": 1, "next": target})
+    assert (response.status_code, response["Location"]) == (302, target)
+
+
 def test_update_and_remove(client):
     keep = make_product(name="Piri-piri", price=Decimal("95.00"))
     drop = make_product(name="Sabão de coco", price=Decimal("60.00"))
