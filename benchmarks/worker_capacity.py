@@ -73,15 +73,18 @@ def _child_orders(n: int) -> dict[str, Any]:
 
     from kulipa.catalog.models import Product
     from kulipa.orders.services import order_create
+    from kulipa.orders.snapshot import snapshot_current
 
     started = time.time()
     product = Product.objects.create(
         name="Capacidade", slug="capacidade", price=Decimal("10.00"), stock_on_hand=n * 10, is_active=True
     )
+    confirmed = snapshot_current(quantities={product.pk: 1})  # what each customer's checkout page showed
     with transaction.atomic():  # one commit: creating the orders is not what is measured
         for i in range(n):
             order_create(
                 quantities={product.pk: 1},
+                confirmed=confirmed,
                 customer_name=f"Cliente {i}",
                 msisdn=_msisdn(i),
                 email="",

@@ -12,6 +12,7 @@ Public API (used by checkout in ``kulipa.orders``)::
     cart.lines() -> list[CartLine]         # product, quantity, unit_price, line_total, available
     cart.total() -> Decimal                # sum of line totals, prices read from the database now
     cart.as_quantities() -> dict[int, int] # product id -> quantity, active products only
+    cart.session_quantities()              # product id -> quantity as stored, deactivated/deleted ones too
     len(cart)                              # number of units (shown in the header), no database query
     cart.is_empty                          # True when there are no lines
 
@@ -138,6 +139,12 @@ class Cart:
     def as_quantities(self) -> dict[int, int]:
         """``{product id: quantity}`` for the lines that can be ordered (active products)."""
         return {line.product.id: line.quantity for line in self.lines()}
+
+    def session_quantities(self) -> dict[int, int]:
+        """``{product id: quantity}`` as the session holds it, without reading the database: products deleted or
+        deactivated since are still there (until :meth:`lines` drops them). Checkout compares this with what
+        its page showed, so that a product that stopped being for sale counts as a change."""
+        return self._stored()
 
     # --- writing ------------------------------------------------------------------------------------------
     def add(self, product_id: int, quantity: int = 1) -> CartLine:

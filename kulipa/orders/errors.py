@@ -29,3 +29,14 @@ class OrderTooLarge(OrderError):
 
 class OrderNotCancellable(OrderError):
     pass
+
+
+class CheckoutChanged(OrderError):
+    """The products, prices or quantities are no longer the ones on the checkout page the customer confirmed.
+
+    ``changes`` lists what differs, as translated sentences for the customer (``str(error)`` joins them).
+    """
+
+    def __init__(self, changes: list[str]) -> None:
+        super().__init__(" ".join(changes))
+        self.changes = list(changes)

@@ -18,8 +18,16 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kulipa.inventory import services as inventory
-from kulipa.orders.errors import EmptyOrder, InvalidQuantity, OrderNotCancellable, OrderTooLarge, ProductUnavailable
+from kulipa.orders.errors import (
+    CheckoutChanged,
+    EmptyOrder,
+    InvalidQuantity,
+    OrderNotCancellable,
+    OrderTooLarge,
+    ProductUnavailable,
+)
 from kulipa.orders.models import Order, OrderLine
+from kulipa.orders.snapshot import CheckoutSnapshot, snapshot_build, snapshot_changes
 from kulipa.payments.models import PaymentAttempt
 
 if TYPE_CHECKING:
@@ -52,11 +60,17 @@ def order_create(
     user: User | None,
     session_key: str,
     checkout_token: str,
+    confirmed: CheckoutSnapshot,
 ) -> Order:
     """Place an order for ``quantities`` (product id → units) in ONE transaction and reserve its stock.
 
     Prices and names come from the database (locked product rows), never from the client. ``msisdn`` must
     already be normalised (``mpesa.normalize_msisdn``). The order expires after ``RESERVATION_MINUTES``.
+
+    ``confirmed`` is what the checkout page showed (``kulipa.orders.snapshot``); the caller passes its
+    quantities as ``quantities``. If the locked products or ``quantities`` no longer match it (price changed,
+    product no longer for sale, different lines), raises :class:`~kulipa.orders.errors.CheckoutChanged`
+    listing what changed, and creates nothing: the customer is charged only what they confirmed.
 
     Double submit: ``checkout_token`` is unique in the database. A second call with the same token returns the
     order the first one created and creates nothing (the insert raises ``IntegrityError``, which is caught).
@@ -75,6 +89,9 @@ def order_create(
                 existing = Order.objects.filter(checkout_token=token).first()
                 if existing is not None:
                     return existing
+            changes = snapshot_changes(confirmed=confirmed, current=snapshot_build(quantities=clean, products=products))
+            if changes:
+                raise CheckoutChanged(changes)
             unavailable = sorted(pid for pid in clean if pid not in products or not products[pid].is_active)
             if unavailable:
                 names = [products[pid].name for pid in unavailable if pid in products]

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from kulipa.cart.services import cart_from_request
 from kulipa.inventory.errors import OutOfStock
-from kulipa.orders.errors import OrderError
+from kulipa.orders.errors import CheckoutChanged, OrderError
 from kulipa.orders.forms import CheckoutForm
 from kulipa.orders.models import Order
 from kulipa.orders.selectors import (
@@ -24,8 +24,11 @@ from kulipa.orders.selectors import (
     remember_order_in_session,
 )
 from kulipa.orders.services import order_create
+from kulipa.orders.snapshot import snapshot_changes, snapshot_current, snapshot_from_cart, snapshot_load, snapshot_sign
 
 logger = logging.getLogger(__name__)
+
+SNAPSHOT_FIELD = "snapshot"  # hidden field of the checkout form: the signed snapshot of what the page showed
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):
@@ -63,11 +66,33 @@ def _placed(request: HttpRequest, order: Order) -> HttpResponse:
     return HttpResponseSeeOther(order.get_absolute_url())
 
 
+def _checkout_page(request: HttpRequest, form: CheckoutForm, *, changes: list[str] | None = None) -> HttpResponse:
+    """The checkout page for the cart as it is now, with a freshly signed snapshot of exactly what it shows.
+    ``changes``: why the page is shown again instead of placing the order (nothing was created)."""
+    cart = cart_from_request(request)  # a new Cart: prices read now, not cached before order_create ran
+    snapshot = snapshot_from_cart(cart)
+    return render(
+        request,
+        "orders/checkout.html",
+        {
+            "form": form,
+            "lines": cart.lines(),
+            "total": cart.total(),
+            "cart_url": reverse("cart:detail"),
+            "snapshot": snapshot_sign(snapshot),
+            "snapshot_field": SNAPSHOT_FIELD,
+            "changes": changes or [],
+        },
+    )
+
+
 @never_cache
 @require_http_methods(["GET", "POST"])
 def checkout(request: HttpRequest) -> HttpResponse:
-    """GET: the form with the cart lines and total (from the database). POST: place the order, queue the
-    payment, 303 to the order page. Prices are never read from the request."""
+    """GET: the form with the cart lines and total (from the database) and a signed snapshot of them.
+    POST: if the cart, prices and availability are still what that page showed, place the order for exactly
+    that, queue the payment, 303 to the order page; otherwise show the page again (200) with what changed and
+    create nothing. Prices are never read from the request (the snapshot is only compared with the database)."""
     if request.method == "POST":
         # A second click after the first one went through: show the order it created.
         earlier = order_get_by_checkout_token(request=request, checkout_token=request.POST.get("checkout_token", ""))
@@ -75,40 +100,46 @@ def checkout(request: HttpRequest) -> HttpResponse:
             return _placed(request, earlier)
     cart = cart_from_request(request)
     cart_url = reverse("cart:detail")
-    if cart.is_empty:
+    in_session = cart.session_quantities()  # before lines() drops deactivated products: they are a change
+    confirmed = snapshot_load(request.POST.get(SNAPSHOT_FIELD, "")) if request.method == "POST" else None
+    if cart.is_empty and not (confirmed is not None and confirmed.lines):
         messages.info(request, _("O seu carrinho está vazio. Escolha os produtos antes de finalizar a compra."))
         return redirect(cart_url)
-    if request.method == "POST":
-        form = CheckoutForm(request.POST)
-        if form.is_valid():
-            if not request.session.session_key:
-                request.session.save()
-            data = form.cleaned_data
-            try:
-                order = order_create(
-                    quantities=cart.as_quantities(),
-                    customer_name=data["customer_name"],
-                    msisdn=data["msisdn"],
-                    email=data["email"],
-                    delivery_address=data["delivery_address"],
-                    user=request.user if request.user.is_authenticated else None,
-                    session_key=request.session.session_key or "",
-                    checkout_token=data["checkout_token"],
-                )
-            except OutOfStock as exc:
-                messages.error(request, exc.message)
-                return redirect(cart_url)
-            except OrderError as exc:
-                messages.error(request, str(exc))
-                return redirect(cart_url)
-            return _placed(request, order)
-    else:
-        form = CheckoutForm(initial=_checkout_initial(request))
-    return render(
-        request,
-        "orders/checkout.html",
-        {"form": form, "lines": cart.lines(), "total": cart.total(), "cart_url": cart_url},
-    )
+    if request.method != "POST":
+        return _checkout_page(request, CheckoutForm(initial=_checkout_initial(request)))
+    form = CheckoutForm(request.POST)
+    valid = form.is_valid()
+    if confirmed is None:
+        return _checkout_page(
+            request, form, changes=[_("A página de pagamento expirou ou foi alterada; confirme de novo.")]
+        )
+    changes = snapshot_changes(confirmed=confirmed, current=snapshot_current(quantities=in_session))
+    if changes or not valid:
+        return _checkout_page(request, form, changes=changes)
+    if not request.session.session_key:
+        request.session.save()
+    data = form.cleaned_data
+    try:
+        order = order_create(
+            quantities=confirmed.quantities,
+            confirmed=confirmed,
+            customer_name=data["customer_name"],
+            msisdn=data["msisdn"],
+            email=data["email"],
+            delivery_address=data["delivery_address"],
+            user=request.user if request.user.is_authenticated else None,
+            session_key=request.session.session_key or "",
+            checkout_token=data["checkout_token"],
+        )
+    except CheckoutChanged as exc:  # changed between the check above and the locked rows
+        return _checkout_page(request, form, changes=exc.changes)
+    except OutOfStock as exc:
+        messages.error(request, exc.message)
+        return redirect(cart_url)
+    except OrderError as exc:
+        messages.error(request, str(exc))
+        return redirect(cart_url)
+    return _placed(request, order)
 
 
 @require_GET

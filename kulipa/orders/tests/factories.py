@@ -15,6 +15,7 @@ from django.utils import timezone
 from kulipa.catalog.models import Product
 from kulipa.orders.models import Order
 from kulipa.orders.services import order_create
+from kulipa.orders.snapshot import CheckoutSnapshot, snapshot_current
 from kulipa.payments.models import PaymentAttempt
 
 _seq = itertools.count(1)
@@ -31,11 +32,27 @@ def product_make(*, price: str = "100.00", stock: int = 10, name: str | None = N
     )
 
 
+def snapshot_for(quantities: dict[int, int]) -> CheckoutSnapshot:
+    """What a checkout page would show for ``quantities`` now (database prices): the ``confirmed`` snapshot of
+    a customer who confirmed exactly that. Inactive or unknown products give lines not for sale (order_create
+    then refuses them as unavailable); quantities that are not ints are left out (order_create refuses them
+    before it compares)."""
+    return snapshot_current(
+        quantities={pid: qty for pid, qty in quantities.items() if isinstance(qty, int) and not isinstance(qty, bool)}
+    )
+
+
 def order_make(
-    quantities: dict[int, int], *, token: str | None = None, user: Any = None, session_key: str = "s"
+    quantities: dict[int, int],
+    *,
+    token: str | None = None,
+    user: Any = None,
+    session_key: str = "s",
+    confirmed: CheckoutSnapshot | None = None,
 ) -> Order:
     return order_create(
         quantities=quantities,
+        confirmed=confirmed if confirmed is not None else snapshot_for(quantities),
         customer_name="Ana Cossa",
         msisdn="258841234567",
         email="",

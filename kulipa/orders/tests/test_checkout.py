@@ -21,7 +21,7 @@ CHECKOUT = "/checkout/"
 
 
 def form_data(client, **overrides):
-    """The fields of a freshly rendered checkout form (with its hidden token), plus overrides."""
+    """The fields of a freshly rendered checkout form (with its hidden token and snapshot), plus overrides."""
     response = client.get(CHECKOUT)
     assert response.status_code == 200
     data = {
@@ -30,6 +30,7 @@ def form_data(client, **overrides):
         "email": "ana@example.com",
         "delivery_address": "Av. Julius Nyerere 123, Maputo",
         "checkout_token": response.context["form"].initial["checkout_token"],
+        "snapshot": response.context["snapshot"],
     }
     data.update(overrides)
     return data

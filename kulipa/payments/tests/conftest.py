@@ -171,10 +171,13 @@ def product(*, price: str = "125.50", stock: int = 10) -> Product:
 
 
 def checkout(client: Client, quantities: dict[int, int], *, msisdn: str) -> Order:
-    """Buy over HTTP: cart in the session, POST /checkout/, follow to the order page. Returns the order."""
+    """Buy over HTTP: cart in the session, GET /checkout/ (for the signed snapshot of what it shows), POST it,
+    follow to the order page. Returns the order."""
     session = client.session
     session[CART_SESSION_KEY] = {str(pid): qty for pid, qty in quantities.items()}
     session.save()
+    page = client.get(reverse("orders:checkout"))
+    assert page.status_code == 200, page.content[:500]
     response = client.post(
         reverse("orders:checkout"),
         {
@@ -183,6 +186,7 @@ def checkout(client: Client, quantities: dict[int, int], *, msisdn: str) -> Orde
             "email": "",
             "delivery_address": "Av. Julius Nyerere 100, Maputo",
             "checkout_token": secrets.token_urlsafe(24),
+            "snapshot": page.context["snapshot"],
         },
     )
     assert response.status_code in (302, 303), response.content[:500]

@@ -20,6 +20,7 @@ from kulipa.catalog.models import Product
 from kulipa.inventory.models import StockReservation
 from kulipa.orders.models import Order
 from kulipa.orders.services import order_create, order_expire_due
+from kulipa.orders.tests.factories import snapshot_for
 from kulipa.payments import services
 from kulipa.payments.models import PaymentAttempt, PaymentEvent
 from kulipa.payments.push_engine import get_engine
@@ -54,6 +55,7 @@ def test_late_payment_after_expiry(sim: Simulator, stock_left: bool) -> None:
     if not stock_left:  # someone else bought the last unit meanwhile
         other = order_create(
             quantities={item.pk: 1},
+            confirmed=snapshot_for({item.pk: 1}),
             customer_name="B",
             msisdn="258840000001",
             email="",
@@ -140,6 +142,7 @@ def test_concurrent_mark_paid_pays_once_and_takes_stock_once(sim: Simulator) -> 
     item = product(stock=3)
     order = order_create(
         quantities={item.pk: 2},
+        confirmed=snapshot_for({item.pk: 2}),
         customer_name="Ana",
         msisdn="258840000001",
         email="",
@@ -188,6 +191,7 @@ def test_amount_mismatch_needs_attention(sim: Simulator) -> None:
     item = product(stock=1)
     order = order_create(
         quantities={item.pk: 1},
+        confirmed=snapshot_for({item.pk: 1}),
         customer_name="Ana",
         msisdn="258840000001",
         email="",
@@ -221,6 +225,7 @@ def test_push_engine_holds_300_pending_pushes(sim: Simulator) -> None:
     for i, msisdn in enumerate(numbers):
         order = order_create(
             quantities={item.pk: 1},
+            confirmed=snapshot_for({item.pk: 1}),
             customer_name=f"C{i}",
             msisdn=msisdn,
             email="",

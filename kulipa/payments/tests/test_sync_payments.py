@@ -185,11 +185,13 @@ def test_worker_died_mid_push_is_settled_by_the_reconciler(sim: Simulator) -> No
     from django.utils import timezone
 
     from kulipa.orders.services import order_create
+    from kulipa.orders.tests.factories import snapshot_for
     from kulipa.payments import services
 
     item = product(stock=2)
     order = order_create(
         quantities={item.pk: 1},
+        confirmed=snapshot_for({item.pk: 1}),
         customer_name="Ana",
         msisdn="258840000001",
         email="",
@@ -221,11 +223,13 @@ def test_stuck_queued_attempt_is_dispatched_by_the_sweep(sim: Simulator) -> None
     from huey.contrib.djhuey import HUEY
 
     from kulipa.orders.services import order_create
+    from kulipa.orders.tests.factories import snapshot_for
     from kulipa.payments import services
 
     item = product(stock=2)
     order = order_create(
         quantities={item.pk: 1},
+        confirmed=snapshot_for({item.pk: 1}),
         customer_name="Ana",
         msisdn="258840000001",
         email="",
