@@ -256,15 +256,21 @@ def _none_if_na(value: str | None) -> str | None:
 
 
 def transport_failure(operation: Operation, exc: Exception, *, elapsed: float) -> Result:
-    """No usable answer: the request may or may not have reached the gateway, so the outcome is ``UNKNOWN``."""
+    """No usable answer: the outcome is ``UNKNOWN``. ``sent`` is False when the connection never opened (the
+    request cannot have reached the gateway); otherwise it may have been processed."""
     # With the aiohttp transport the httpx exception is a translation; the original says what really happened
     # (a dropped connection arrives as ConnectTimeout there).
     if isinstance(exc.__cause__, aiohttp.ClientError):
         exc = exc.__cause__
         timed_out = isinstance(exc, TimeoutError)
+        # Refused, unresolvable or failed TLS handshake: the connection never opened, so nothing was sent.
+        sent = not isinstance(exc, aiohttp.ClientConnectorError) or timed_out
     else:
         timed_out = isinstance(exc, httpx.TimeoutException)
+        sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
     kind = "timed out" if timed_out else "connection failed"
+    if not sent:
+        kind = "not sent: could not connect"
     result_type: type[Result] = Result
     if operation is Operation.QUERY:
         result_type = QueryResult
@@ -276,4 +282,5 @@ def transport_failure(operation: Operation, exc: Exception, *, elapsed: float) -
         description=kind,
         error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
         elapsed=elapsed,
+        sent=sent,
     )

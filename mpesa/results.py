@@ -51,6 +51,9 @@ class Result:
     error: str | None = None
     raw: dict[str, Any] | str | None = field(default=None, repr=False)
     elapsed: float = 0.0
+    sent: bool = True
+    """False only when the request provably never reached the gateway (connection refused, name not resolved,
+    refused before sending): nothing can have happened, and a payment may be tried again at once."""
 
     @property
     def ok(self) -> bool:

@@ -7,15 +7,17 @@ from django.utils.translation import gettext_lazy as _
 class StockReservation(models.Model):
     """Units of a product held for an order until ``expires_at``.
 
-    Available = on hand − quantity of ACTIVE reservations whose ``expires_at`` is in the future. An expired
-    reservation stops counting by itself; the expiry job only tidies up. COMMITTED means the units left the
-    shelf (``Product.stock_on_hand`` was decremented when the payment was confirmed).
+        Available = on hand − quantity of ACTIVE reservations whose ``expires_at`` is in the future. An expired
+        reservation stops counting by itself; the expiry job only tidies up. COMMITTED means the units left the
+        shelf (``Product.stock_on_hand`` was decremented when the payment was confirmed); RETURNED means they came back
+    (a reversal with restock). States: ``kulipa.inventory.services.RESERVATION``.
     """
 
     class State(models.TextChoices):
         ACTIVE = "active", _("activa")
         COMMITTED = "committed", _("confirmada")
         RELEASED = "released", _("libertada")
+        RETURNED = "returned", _("devolvida ao stock")
 
     order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="reservations")
     product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="reservations")

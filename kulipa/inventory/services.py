@@ -1,15 +1,14 @@
-"""Stock writes: reserve at checkout, extend when a push starts, commit when paid, release when abandoned.
+"""Stock writes: reserve at checkout, hold while a payment may come, commit when paid, release when abandoned,
+return when the money went back. The only module that writes ``StockReservation`` or ``Product.stock_on_hand``.
 
-Lock order (docs/concurrency.md): Order → PaymentAttempt → Product (ascending pk) → StockReservation.
-Every function here that locks products does so through :func:`products_lock` (ascending pk) and touches the
-order row, if at all, *before* that. On SQLite ``select_for_update()`` is a no-op and ``BEGIN IMMEDIATE``
-(settings) serialises writers instead, so the same code is correct on both engines.
+Locks come from :mod:`kulipa.core.locks` (order: Order → PaymentAttempt → Reversal → Product ascending pk →
+StockReservation). These functions never touch the order row; callers that hold it call them last. On SQLite
+``select_for_update()`` is a no-op and ``BEGIN IMMEDIATE`` (settings) serialises writers instead.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
@@ -17,12 +16,24 @@ from django.db.models import F
 from django.utils import timezone
 
 from kulipa.catalog.models import Product
+from kulipa.core import locks
+from kulipa.core.transitions import TransitionTable, transition_many
 from kulipa.inventory.errors import OutOfStock, Shortage, UnknownProduct
 from kulipa.inventory.models import StockReservation
 from kulipa.inventory.selectors import reserved_quantities
 from kulipa.orders.models import Order
 
 State = StockReservation.State
+
+RESERVATION = TransitionTable(
+    "reservation.state",
+    {
+        State.ACTIVE: {State.COMMITTED, State.RELEASED},
+        State.RELEASED: {State.COMMITTED},  # a late payment re-acquired the stock
+        State.COMMITTED: {State.RETURNED},  # a reversal gave the money back and the goods came back
+    },
+)
+"""Allowed reservation moves. ``expires_at`` of an ACTIVE reservation moves with the order's hold."""
 
 
 class CommitResult(enum.Enum):
@@ -40,15 +51,9 @@ def _require_atomic() -> None:
         raise RuntimeError("must be called inside transaction.atomic()")
 
 
-def products_lock(*, product_ids: Iterable[int]) -> dict[int, Product]:
-    """Lock the products (lock 3), ascending primary key, and return them fresh from the database.
-
-    Must run inside ``transaction.atomic()``; the only place in the code base that locks products.
-    """
-    _require_atomic()
-    ids = sorted(set(product_ids))
-    products = list(Product.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
-    return {p.pk: p for p in products}
+def products_lock(*, product_ids: list[int] | dict[int, int]) -> dict[int, Product]:
+    """Lock the products (ascending pk) and return them fresh. See :func:`kulipa.core.locks.products_lock`."""
+    return locks.products_lock(product_ids)
 
 
 def _shortages(
@@ -65,17 +70,20 @@ def _shortages(
     return short
 
 
-def reservations_create(*, order: Order, quantities: dict[int, int], expires_at: datetime) -> None:
+def reservations_create(
+    *, order: Order, quantities: dict[int, int], expires_at: datetime, products: dict[int, Product] | None = None
+) -> None:
     """Reserve ``quantities`` (product id → units) for a new ``order`` until ``expires_at``.
 
-    Call inside the checkout transaction. Locks the products ascending pk, then checks every line against
-    on hand − live reservations of other orders. Raises :class:`OutOfStock` naming every short product (and
-    reserves nothing); :class:`UnknownProduct` for ids that do not exist; ``ValueError`` for quantities < 1.
+    Call inside the checkout transaction; pass ``products`` when the caller already locked them. Checks every
+    line against on hand − live reservations of other orders. Raises :class:`OutOfStock` naming every short
+    product (and reserves nothing); :class:`UnknownProduct` for ids that do not exist.
     """
     _require_atomic()
     if any(isinstance(q, bool) or not isinstance(q, int) or q < 1 for q in quantities.values()):
         raise ValueError("quantities must be positive integers")
-    products = products_lock(product_ids=quantities)
+    if products is None:
+        products = locks.products_lock(quantities)
     missing = sorted(set(quantities) - set(products))
     if missing:
         raise UnknownProduct(missing)
@@ -88,51 +96,35 @@ def reservations_create(*, order: Order, quantities: dict[int, int], expires_at:
     )
 
 
-def reservations_extend(*, order: Order, until: datetime) -> bool:
-    """Make the order's hold last at least ``until`` (never shortens). Call when a push starts.
+def reservations_hold_until(*, order: Order, until: datetime) -> bool:
+    """Make the order's ACTIVE reservations last exactly until ``until`` (longer or shorter).
 
-    The caller may hold the order lock (1) and the attempt lock (2); this takes the order row (conditional
-    update), then products (3) only if some reservation had already lapsed, then reservations (4).
-    Live ACTIVE reservations are simply extended. An ACTIVE reservation that already expired is re-acquired
-    only if the stock is still there (otherwise it is left lapsed, and ``reservations_commit`` will sort it
-    out when the money arrives). RELEASED or COMMITTED reservations are never touched.
-
-    Returns True when every ACTIVE reservation of the order now lasts until at least ``until``.
+    Lengthening re-acquires a reservation that already lapsed only if its stock is still there (locks products,
+    then reservations); shortening never re-acquires. RELEASED, COMMITTED and RETURNED rows are never touched.
+    Returns True when every ACTIVE reservation of the order now lasts until ``until``.
     """
-    with transaction.atomic():
-        Order.objects.filter(pk=order.pk, status=Order.Status.AWAITING_PAYMENT, expires_at__lt=until).update(
-            expires_at=until
-        )
-        order.refresh_from_db(fields=["expires_at", "status"])
-        now = timezone.now()
-        lapsed = dict(
-            StockReservation.objects.filter(order=order, state=State.ACTIVE, expires_at__lte=now).values_list(
-                "product_id", "quantity"
-            )
-        )
-        ok = True
-        if lapsed:
-            products = products_lock(product_ids=lapsed)
-            short = _shortages(quantities=lapsed, products=products, exclude_order_id=order.pk)
-            if short:
-                ok = False
-                lapsed_ok = [pid for pid in lapsed if pid not in {s.product_id for s in short}]
-            else:
-                lapsed_ok = list(lapsed)
-            StockReservation.objects.filter(
-                order=order, state=State.ACTIVE, product_id__in=lapsed_ok, expires_at__lt=until
-            ).update(expires_at=until, updated_at=now)
-        StockReservation.objects.filter(
-            order=order, state=State.ACTIVE, expires_at__gt=now, expires_at__lt=until
-        ).update(expires_at=until, updated_at=now)
-        return ok
+    _require_atomic()
+    now = timezone.now()
+    live = StockReservation.objects.filter(order=order, state=State.ACTIVE)
+    lapsed = dict(live.filter(expires_at__lte=now).values_list("product_id", "quantity"))
+    ok = True
+    keep_lapsed: set[int] = set()
+    if lapsed and until > now:
+        products = locks.products_lock(lapsed)
+        short = {s.product_id for s in _shortages(quantities=lapsed, products=products, exclude_order_id=order.pk)}
+        ok = not short
+        keep_lapsed = short
+    elif lapsed:
+        keep_lapsed = set(lapsed)
+    live.exclude(product_id__in=keep_lapsed).exclude(expires_at=until).update(expires_at=until, updated_at=now)
+    return ok
 
 
 def reservations_commit(*, order: Order) -> CommitResult:
     """Turn the order's reservations into sold units: ``Product.stock_on_hand`` goes down, rows → COMMITTED.
 
-    The caller (``kulipa.payments.services.order_mark_paid``) holds the order lock (1) and the attempt locks
-    (2); this takes the products ascending pk (3) and then the reservations (4).
+    The caller (``kulipa.payments.services.order_mark_paid``) holds the order (1) and attempt (2) locks; this takes
+    the products ascending pk (4) and then the reservations (5).
 
     - All reservations ACTIVE and unexpired → decrement and COMMITTED.
     - Some lapsed (expired or RELEASED) → re-check on hand − others' live reservations; if every line fits,
@@ -146,8 +138,10 @@ def reservations_commit(*, order: Order) -> CommitResult:
     product_ids = list(StockReservation.objects.filter(order=order).values_list("product_id", flat=True))
     if not product_ids:
         raise ValueError(f"order {order.pk} has no stock reservations")
-    products = products_lock(product_ids=product_ids)
-    rows = list(StockReservation.objects.select_for_update().filter(order=order).order_by("product_id"))
+    products = locks.products_lock(product_ids)
+    rows = locks.reservations_lock(order)
+    if any(r.state == State.RETURNED for r in rows):
+        return CommitResult.OUT_OF_STOCK  # sold once and given back: a new sale is a person's decision
     pending = [r for r in rows if r.state != State.COMMITTED]
     if not pending:
         return CommitResult.COMMITTED
@@ -171,8 +165,11 @@ def reservations_commit(*, order: Order) -> CommitResult:
                 )
                 if updated != 1:
                     raise _NegativeStock
-            StockReservation.objects.filter(pk__in=[r.pk for r in pending]).exclude(state=State.COMMITTED).update(
-                state=State.COMMITTED, updated_at=now
+            transition_many(
+                StockReservation.objects.filter(pk__in=[r.pk for r in pending]),
+                table=RESERVATION,
+                source=[State.ACTIVE, State.RELEASED],
+                target=State.COMMITTED,
             )
     except _NegativeStock:
         return CommitResult.OUT_OF_STOCK
@@ -180,25 +177,51 @@ def reservations_commit(*, order: Order) -> CommitResult:
 
 
 def reservations_release(*, order: Order) -> int:
-    """ACTIVE → RELEASED for every reservation of ``order``; returns how many changed (0 the second time).
-
-    Takes only reservation rows (4): safe under an order lock.
-    """
-    return StockReservation.objects.filter(order=order, state=State.ACTIVE).update(
-        state=State.RELEASED, updated_at=timezone.now()
+    """ACTIVE → RELEASED for every reservation of ``order``; returns how many changed (0 the second time)."""
+    return transition_many(
+        StockReservation.objects.filter(order=order), table=RESERVATION, source=State.ACTIVE, target=State.RELEASED
     )
+
+
+def reservations_return(*, order: Order) -> dict[int, int]:
+    """Put the order's sold units back on the shelf: COMMITTED → RETURNED and ``stock_on_hand`` up again.
+
+    Caller holds the order lock (and those before it); takes products (4) then reservations (5). Idempotent:
+    returns ``{product id: units returned}``, empty the second time.
+    """
+    _require_atomic()
+    committed = {
+        r.product_id: r.quantity
+        for r in StockReservation.objects.filter(order=order, state=State.COMMITTED).only("product_id", "quantity")
+    }
+    if not committed:
+        return {}
+    locks.products_lock(committed)
+    rows = [r for r in locks.reservations_lock(order) if r.state == State.COMMITTED]
+    now = timezone.now()
+    for row in rows:
+        Product.objects.filter(pk=row.product_id).update(
+            stock_on_hand=F("stock_on_hand") + row.quantity, updated_at=now
+        )
+    transition_many(
+        StockReservation.objects.filter(pk__in=[r.pk for r in rows]),
+        table=RESERVATION,
+        source=State.COMMITTED,
+        target=State.RETURNED,
+    )
+    return {r.product_id: r.quantity for r in rows}
 
 
 def reservations_purge_expired(*, now: datetime | None = None) -> int:
     """Housekeeping: release expired ACTIVE reservations of orders that no longer await payment.
 
     Expired reservations already stop counting (available stock is computed lazily), so this only tidies.
-    Orders still awaiting payment are left to ``kulipa.orders.services.order_expire_due``, which knows about
-    attempts in flight. Returns the number of rows released.
+    Orders still awaiting payment are left to the payments sweep, which knows about attempts in flight.
     """
     now = now or timezone.now()
-    return (
-        StockReservation.objects.filter(state=State.ACTIVE, expires_at__lte=now)
-        .exclude(order__status=Order.Status.AWAITING_PAYMENT)
-        .update(state=State.RELEASED, updated_at=now)
+    return transition_many(
+        StockReservation.objects.filter(expires_at__lte=now).exclude(order__status=Order.Status.AWAITING_PAYMENT),
+        table=RESERVATION,
+        source=State.ACTIVE,
+        target=State.RELEASED,
     )

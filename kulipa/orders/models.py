@@ -1,4 +1,5 @@
-"""Orders and their lines. Payment fields on ``Order`` are written only by ``kulipa.payments.services``."""
+"""Orders and their lines. Every field of ``Order`` after creation is written only by ``kulipa.orders.services``
+(status through ``order_transition`` and the table ``kulipa.orders.services.ORDER``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ class Order(models.Model):
         INSUFFICIENT_FUNDS = "insufficient_funds", _("saldo insuficiente")
         TIMED_OUT = "timed_out", _("não respondido a tempo")
         FAILED = "failed", _("falhou")
+        NOT_SENT = "not_sent", _("M-Pesa indisponível")
+        UNCONFIRMED = "unconfirmed", _("sem confirmação da M-Pesa")
+        PARTIALLY_REFUNDED = "partially_refunded", _("devolvido em parte")
+        REFUNDED = "refunded", _("devolvido")
 
     public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
     user = models.ForeignKey(

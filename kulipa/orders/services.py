@@ -1,8 +1,9 @@
-"""Order writes: place an order at checkout, expire abandoned ones, let a customer cancel.
+"""Order writes: place an order, and every later change of an order's fields (this module is their only writer).
 
-Lock order (docs/concurrency.md): Order → PaymentAttempt → Product (ascending pk) → StockReservation.
-Checkout has no order yet: it locks only products, then inserts the order, lines and reservations.
-Payment fields of ``Order`` are never written here (only ``kulipa.payments.services`` writes them).
+The status moves only through :func:`order_transition` (table :data:`ORDER`). Payment decisions are made in
+``kulipa.payments``, which calls these functions while holding the order lock (kulipa.core.locks; lock order
+Order → PaymentAttempt → Reversal → Product ascending pk → StockReservation). Checkout has no order yet: it locks
+only products, then inserts the order, lines and reservations. This module does not know about payments.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from kulipa.core import locks
+from kulipa.core.transitions import TransitionTable, transition
 from kulipa.inventory import services as inventory
 from kulipa.orders.errors import (
     CheckoutChanged,
@@ -28,7 +31,6 @@ from kulipa.orders.errors import (
 )
 from kulipa.orders.models import Order, OrderLine
 from kulipa.orders.snapshot import CheckoutSnapshot, snapshot_build, snapshot_changes
-from kulipa.payments.models import PaymentAttempt
 
 if TYPE_CHECKING:
     from kulipa.accounts.models import User
@@ -50,7 +52,12 @@ def _validate_quantities(quantities: dict[int, int]) -> dict[int, int]:
     return clean
 
 
-def order_create(
+def order_create(**kwargs: Any) -> Order:
+    """:func:`order_place` without the "created" flag."""
+    return order_place(**kwargs)[0]
+
+
+def order_place(
     *,
     quantities: dict[int, int],
     customer_name: str,
@@ -61,7 +68,8 @@ def order_create(
     session_key: str,
     checkout_token: str,
     confirmed: CheckoutSnapshot,
-) -> Order:
+    payment_status: str = Order.PaymentStatus.NOT_STARTED,
+) -> tuple[Order, bool]:
     """Place an order for ``quantities`` (product id → units) in ONE transaction and reserve its stock.
 
     Prices and names come from the database (locked product rows), never from the client. ``msisdn`` must
@@ -77,18 +85,19 @@ def order_create(
 
     Raises :class:`~kulipa.orders.errors.OrderError` subclasses (empty, bad quantity, product unavailable,
     total above ``MAX_ORDER_TOTAL``) or :class:`~kulipa.inventory.errors.OutOfStock`; nothing is created then.
-    Does not start the payment: the caller calls ``kulipa.payments.services.payment_attempt_start`` next.
+    Returns ``(order, created)``. Does not start the payment (``kulipa.payments.services.checkout_place`` does,
+    in the same transaction).
     """
     clean = _validate_quantities(quantities)
     token = checkout_token or None
     try:
         with transaction.atomic():
-            products = inventory.products_lock(product_ids=clean)  # lock 3, ascending pk; fresh prices
+            products = locks.products_lock(clean)  # ascending pk; fresh prices
             if token is not None:
                 # Shortcut only; the unique constraint below is what guarantees a single order per token.
                 existing = Order.objects.filter(checkout_token=token).first()
                 if existing is not None:
-                    return existing
+                    return existing, False
             changes = snapshot_changes(confirmed=confirmed, current=snapshot_build(quantities=clean, products=products))
             if changes:
                 raise CheckoutChanged(changes)
@@ -114,6 +123,7 @@ def order_create(
                 email=email.strip(),
                 delivery_address=delivery_address.strip(),
                 total=total,
+                payment_status=payment_status,
                 expires_at=now + timedelta(minutes=int(settings.RESERVATION_MINUTES)),
             )
             OrderLine.objects.bulk_create(
@@ -126,7 +136,7 @@ def order_create(
                 )
                 for pid, qty in clean.items()
             )
-            inventory.reservations_create(order=order, quantities=clean, expires_at=order.expires_at)
+            inventory.reservations_create(order=order, quantities=clean, expires_at=order.expires_at, products=products)
     except IntegrityError:
         if token is None:
             raise
@@ -134,68 +144,95 @@ def order_create(
         if existing is None:
             raise
         logger.info("checkout token reused; returning order %s", existing.pk)
-        return existing
+        return existing, False
     logger.info("order %s created, total %s", order.pk, order.total)
-    return order
+    return order, True
 
 
-def _order_expire_one(*, order_id: int, now: datetime) -> bool:
-    """Expire one order if it is still due. Locks the order (1) and reads its attempts (2) under that lock."""
-    with transaction.atomic():
-        order = Order.objects.select_for_update().filter(pk=order_id).first()
-        if order is None or order.status != Order.Status.AWAITING_PAYMENT or order.expires_at > now:
-            return False
-        attempts = PaymentAttempt.objects.select_for_update().filter(order_id=order_id)
-        if attempts.filter(state__in=PaymentAttempt.IN_FLIGHT).exists():
-            return False
-        updated = Order.objects.filter(pk=order_id, status=Order.Status.AWAITING_PAYMENT).update(
-            status=Order.Status.EXPIRED, updated_at=now
-        )
-        if not updated:
-            return False
-        inventory.reservations_release(order=order)  # lock 4
-    logger.info("order %s expired", order_id)
+# --- state --------------------------------------------------------------------------------------------------
+Status = Order.Status
+
+ORDER = TransitionTable(
+    "order.status",
+    {
+        Status.AWAITING_PAYMENT: {Status.PAID, Status.NEEDS_ATTENTION, Status.EXPIRED, Status.CANCELLED},
+        # A payment confirmed late (stock re-acquired → PAID; gone → NEEDS_ATTENTION with a reversal proposed).
+        Status.EXPIRED: {Status.PAID, Status.NEEDS_ATTENTION},
+        Status.CANCELLED: {Status.PAID, Status.NEEDS_ATTENTION},
+        # The paying transaction reversed in full: nothing will be delivered.
+        Status.PAID: {Status.CANCELLED},
+        Status.NEEDS_ATTENTION: {Status.PAID, Status.CANCELLED},
+    },
+    field="status",
+)
+"""Every allowed change of ``Order.status``; :func:`order_transition` is the only writer."""
+
+
+def order_transition(*, order: Order, to: str, **fields: Any) -> bool:
+    """Move ``order`` to status ``to`` (allowed by :data:`ORDER`) with ``fields`` (``paid_at``, ``paid_amount``,
+    ``mpesa_transaction_id``, ``payment_status``, ``attention_reason``), as one conditional UPDATE on the status
+    the caller read. The caller holds the order lock (kulipa.core.locks), so it matches; ``order`` is updated in
+    memory. Returns False (and writes nothing) when the order already is in ``to``.
+    """
+    if order.status == to:
+        return False
+    changed = transition(Order.objects, pk=order.pk, table=ORDER, source=order.status, target=to, **fields)
+    if not changed:
+        raise RuntimeError(f"order {order.pk} changed under its lock")  # a caller skipped order_lock()
+    order.status = to
+    for name, value in fields.items():
+        setattr(order, name, value)
+    logger.info("order %s → %s", order.pk, to)
     return True
 
 
-def order_expire_due(*, now: datetime | None = None) -> int:
-    """Expire orders still awaiting payment whose ``expires_at`` passed and that have no attempt in flight.
-
-    Each order is handled in its own short transaction: lock the order, re-check, mark EXPIRED, release its
-    reservations. Idempotent and safe to run concurrently (a second run finds nothing to do). Returns the
-    number of orders this call expired. Scheduled periodically by ``kulipa.payments``.
-    """
-    now = now or timezone.now()
-    due = list(
-        Order.objects.filter(status=Order.Status.AWAITING_PAYMENT, expires_at__lte=now)
-        .exclude(payment_attempts__state__in=PaymentAttempt.IN_FLIGHT)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    return sum(_order_expire_one(order_id=pk, now=now) for pk in due)
+def order_payment_status_set(*, order: Order, payment_status: str) -> None:
+    """Show ``payment_status`` to the customer (it follows the latest attempt). Caller holds the order lock."""
+    if order.payment_status != payment_status:
+        Order.objects.filter(pk=order.pk).update(payment_status=payment_status, updated_at=timezone.now())
+        order.payment_status = payment_status
 
 
-def order_cancel(*, order: Order) -> Order:
-    """The customer abandons an unpaid order: AWAITING_PAYMENT → CANCELLED, stock released.
+def order_paid_details_set(*, order: Order, mpesa_transaction_id: str) -> None:
+    """Record the M-Pesa transaction id learned after the order was paid (a status query carries none)."""
+    if not order.mpesa_transaction_id and mpesa_transaction_id:
+        Order.objects.filter(pk=order.pk).update(mpesa_transaction_id=mpesa_transaction_id, updated_at=timezone.now())
+        order.mpesa_transaction_id = mpesa_transaction_id
 
-    Refused (:class:`~kulipa.orders.errors.OrderNotCancellable`) while a payment attempt is in flight or once
-    the order is paid/expired. Cancelling an already cancelled order is a no-op.
-    """
-    with transaction.atomic():
-        locked = Order.objects.select_for_update().get(pk=order.pk)
-        if locked.status == Order.Status.CANCELLED:
-            return locked
-        if locked.status != Order.Status.AWAITING_PAYMENT:
-            raise OrderNotCancellable(_("Esta encomenda já não pode ser cancelada."))
-        if (
-            PaymentAttempt.objects.select_for_update()
-            .filter(order_id=locked.pk, state__in=PaymentAttempt.IN_FLIGHT)
-            .exists()
-        ):
-            raise OrderNotCancellable(_("Há um pagamento em curso; aguarde o resultado antes de cancelar."))
-        Order.objects.filter(pk=locked.pk, status=Order.Status.AWAITING_PAYMENT).update(
-            status=Order.Status.CANCELLED, updated_at=timezone.now()
-        )
-        inventory.reservations_release(order=locked)
-        locked.refresh_from_db()
-    return locked
+
+def order_attention_note(*, order: Order, note: str) -> None:
+    """Append ``note`` to what staff read on the order. Caller holds the order lock."""
+    text = "\n".join(r for r in [order.attention_reason, note] if r)
+    Order.objects.filter(pk=order.pk).update(attention_reason=text, updated_at=timezone.now())
+    order.attention_reason = text
+
+
+def order_hold_until(*, order: Order, until: datetime) -> bool:
+    """The order (and its ACTIVE reservations) are held until ``until``, longer or shorter. Caller holds the
+    order lock. Returns whether every reservation is live until then (see ``reservations_hold_until``)."""
+    if order.expires_at != until:
+        Order.objects.filter(pk=order.pk).update(expires_at=until, updated_at=timezone.now())
+        order.expires_at = until
+    return inventory.reservations_hold_until(order=order, until=until)
+
+
+def order_expire(*, order: Order) -> bool:
+    """AWAITING_PAYMENT → EXPIRED and its stock released. The caller holds the order lock and has checked that no
+    payment attempt is in flight (``kulipa.payments.services.orders_expire_due``)."""
+    if order.status != Status.AWAITING_PAYMENT:
+        return False
+    order_transition(order=order, to=Status.EXPIRED)
+    inventory.reservations_release(order=order)
+    return True
+
+
+def order_cancel(*, order: Order) -> bool:
+    """AWAITING_PAYMENT → CANCELLED and its stock released (the customer gave up, no attempt in flight; checked
+    by the caller under the order lock). Cancelling a cancelled order is a no-op."""
+    if order.status == Status.CANCELLED:
+        return False
+    if order.status != Status.AWAITING_PAYMENT:
+        raise OrderNotCancellable(_("Esta encomenda já não pode ser cancelada."))
+    order_transition(order=order, to=Status.CANCELLED)
+    inventory.reservations_release(order=order)
+    return True

@@ -1,4 +1,5 @@
-"""Checkout and order history. Thin: forms validate, services write, selectors read. Never calls M-Pesa."""
+"""Checkout and order history. Thin: forms validate, services write (the order and its first payment attempt in
+one transaction), selectors read; the push is queued after commit. Never calls M-Pesa."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from kulipa.orders.selectors import (
     order_list_for_user,
     remember_order_in_session,
 )
-from kulipa.orders.services import order_create
 from kulipa.orders.snapshot import snapshot_changes, snapshot_current, snapshot_from_cart, snapshot_load, snapshot_sign
+from kulipa.payments import tasks
+from kulipa.payments.services import checkout_place
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +35,6 @@ SNAPSHOT_FIELD = "snapshot"  # hidden field of the checkout form: the signed sna
 
 class HttpResponseSeeOther(HttpResponseRedirect):
     status_code = 303
-
-
-def payment_start(*, order: Order) -> str | None:
-    """Queue the M-Pesa push for a new order (``kulipa.payments`` writes an attempt row; the push runs after
-    commit in a worker; no network here). Returns None, or a message for the customer when payments refused
-    (the order exists; its page offers "try again"). Imported lazily: the payments app owns it."""
-    from kulipa.payments.services import PaymentError, payment_attempt_start
-
-    try:
-        payment_attempt_start(order=order, msisdn=order.msisdn)
-    except PaymentError as exc:
-        logger.warning("payment not started for order %s: %s", order.pk, exc)
-        return str(exc)
-    return None
 
 
 def _checkout_initial(request: HttpRequest) -> dict[str, str]:
@@ -59,10 +47,6 @@ def _checkout_initial(request: HttpRequest) -> dict[str, str]:
 def _placed(request: HttpRequest, order: Order) -> HttpResponse:
     cart_from_request(request).clear()
     remember_order_in_session(request=request, order=order)
-    if not order.payment_attempts.exists():  # a re-submit must not start a second push
-        problem = payment_start(order=order)
-        if problem:
-            messages.error(request, problem)
     return HttpResponseSeeOther(order.get_absolute_url())
 
 
@@ -120,7 +104,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
         request.session.save()
     data = form.cleaned_data
     try:
-        order = order_create(
+        order, attempt = checkout_place(
             quantities=confirmed.quantities,
             confirmed=confirmed,
             customer_name=data["customer_name"],
@@ -139,6 +123,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
     except OrderError as exc:
         messages.error(request, str(exc))
         return redirect(cart_url)
+    if attempt is not None:
+        tasks.queue_dispatch(attempt.pk)
     return _placed(request, order)
 
 

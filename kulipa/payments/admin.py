@@ -16,8 +16,8 @@ from django.utils.translation import gettext_lazy
 
 from kulipa.orders.admin import OrderAdmin
 from kulipa.orders.models import Order
-from kulipa.payments import services
-from kulipa.payments.models import CallbackDelivery, PaymentAttempt, PaymentEvent
+from kulipa.payments import services, tasks
+from kulipa.payments.models import AttentionItem, CallbackDelivery, PaymentAttempt, PaymentEvent, Reversal
 
 
 class _ReadOnly:
@@ -46,10 +46,7 @@ ATTEMPT_FIELDS = (
     "finished_at",
     "next_check_at",
     "check_count",
-    "reversal_state",
-    "reversal_reference",
-    "reversal_transaction_id",
-    "reversed_at",
+    "pays_order",
     "created_at",
 )
 
@@ -75,7 +72,6 @@ class PaymentAttemptInline(_ReadOnly, _MaskedMsisdn, admin.TabularInline[Payment
         "amount",
         "result_code",
         "transaction_id",
-        "reversal_state",
         "created_at",
     )
     readonly_fields = fields
@@ -93,8 +89,8 @@ class PaymentEventInline(_ReadOnly, admin.TabularInline[PaymentEvent, Order]):
 
 @admin.register(PaymentAttempt)
 class PaymentAttemptAdmin(_ReadOnly, _MaskedMsisdn, admin.ModelAdmin[PaymentAttempt]):
-    list_display = ("third_party_reference", "order", "state", "amount", "result_code", "reversal_state", "created_at")
-    list_filter = ("state", "mode", "reversal_state", "created_at")
+    list_display = ("third_party_reference", "order", "state", "amount", "result_code", "created_at")
+    list_filter = ("state", "mode", "created_at")
     search_fields = ("third_party_reference", "transaction_id", "conversation_id", "order__public_id")
     fields = ("order", *ATTEMPT_FIELDS)
     readonly_fields = fields
@@ -113,10 +109,65 @@ class PaymentEventAdmin(_ReadOnly, admin.ModelAdmin[PaymentEvent]):
 
 @admin.register(CallbackDelivery)
 class CallbackDeliveryAdmin(_ReadOnly, admin.ModelAdmin[CallbackDelivery]):
-    list_display = ("received_at", "remote_ip", "attempt", "outcome", "processed_at")
-    list_filter = ("outcome", "received_at")
-    search_fields = ("body", "attempt__third_party_reference")
-    fields = ("received_at", "remote_ip", "attempt", "outcome", "processed_at", "error", "headers", "body")
+    list_display = ("received_at", "remote_ip", "attempt", "state", "outcome", "tries", "processed_at")
+    list_filter = ("state", "outcome", "received_at")
+    search_fields = ("attempt__third_party_reference",)
+    fields = (
+        "received_at",
+        "remote_ip",
+        "attempt",
+        "state",
+        "tries",
+        "next_try_at",
+        "outcome",
+        "processed_at",
+        "error",
+        "headers",
+        "body",
+    )
+    readonly_fields = fields
+
+
+@admin.register(Reversal)
+class ReversalAdmin(_ReadOnly, admin.ModelAdmin[Reversal]):
+    list_display = ("reference", "attempt", "amount", "state", "restock", "requested_by", "created_at")
+    list_filter = ("state", "created_at")
+    search_fields = ("reference", "attempt__third_party_reference", "attempt__transaction_id")
+    fields = (
+        "reference",
+        "attempt",
+        "amount",
+        "restock",
+        "reason",
+        "requested_by",
+        "state",
+        "result_code",
+        "result_description",
+        "transaction_id",
+        "sent_at",
+        "finished_at",
+        "next_check_at",
+        "check_count",
+        "created_at",
+    )
+    readonly_fields = fields
+
+
+@admin.register(AttentionItem)
+class AttentionItemAdmin(_ReadOnly, admin.ModelAdmin[AttentionItem]):
+    list_display = ("created_at", "kind", "order", "attempt", "propose_reversal", "resolved_at")
+    list_filter = ("kind", "resolved_at", "created_at")
+    fields = (
+        "created_at",
+        "kind",
+        "order",
+        "attempt",
+        "reason",
+        "propose_reversal",
+        "resolved_at",
+        "resolved_by",
+        "resolution",
+    )
     readonly_fields = fields
 
 
@@ -124,7 +175,12 @@ class CallbackDeliveryAdmin(_ReadOnly, admin.ModelAdmin[CallbackDelivery]):
 def recheck_payment_status(
     modeladmin: admin.ModelAdmin[Order], request: HttpRequest, queryset: QuerySet[Order]
 ) -> None:
-    queued = sum(services.order_payment_recheck(order=order) for order in queryset)
+    queued = 0
+    for order in queryset:
+        attempt_id = services.order_payment_recheck(order=order)
+        if attempt_id is not None:
+            tasks.queue_reconcile(attempt_id, force=True)
+            queued += 1
     modeladmin.message_user(
         request, _("Consulta de estado pedida para %(n)s encomenda(s).") % {"n": queued}, messages.SUCCESS
     )
@@ -137,13 +193,16 @@ def reverse_payment(modeladmin: admin.ModelAdmin[Order], request: HttpRequest, q
         attempts = PaymentAttempt.objects.filter(order=order, state=PaymentAttempt.State.SUCCEEDED).exclude(
             transaction_id=""
         )
-        proposed = [a for a in attempts if a.reversal_state == PaymentAttempt.Reversal.PROPOSED]
-        for attempt in proposed or list(attempts):
+        for attempt in attempts:
             try:
-                services.payment_reversal_request(attempt_id=attempt.pk, requested_by=request.user.get_username())
-                requested += 1
+                reversal = services.payment_reversal_request(
+                    attempt_id=attempt.pk, requested_by=request.user.get_username(), reason="admin action"
+                )
             except services.PaymentError as exc:
                 modeladmin.message_user(request, f"{order.short_reference}: {exc}", messages.ERROR)
+            else:
+                tasks.queue_reversal(reversal.pk)
+                requested += 1
     modeladmin.message_user(request, _("Reversão pedida para %(n)s pagamento(s).") % {"n": requested}, messages.INFO)
 
 

@@ -25,17 +25,20 @@ import asyncio
 import logging
 import secrets
 import threading
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
-from mpesa import AsyncClient, Client, Config, Ports, Timeouts
+from kulipa.payments.conf import MIN_C2B_READ_TIMEOUT
+from mpesa import AsyncClient, Client, Config, MpesaError, Outcome, Ports, QueryResult, Result, Timeouts
+from mpesa.config import Operation
 
 logger = logging.getLogger(__name__)
 
-MIN_C2B_READ_TIMEOUT = 120.0
 SANDBOX_HOST = "http://127.0.0.1"
 SANDBOX_API_KEY = "kulipa-sandbox-api-key-000000001"
 """= ``mpesa.sandbox.DEFAULT_API_KEY`` (public on purpose); repeated so the web process need not import aiohttp."""
@@ -101,6 +104,49 @@ def build_config() -> Config:
         timeouts=Timeouts(c2b_read=read),
         ca_bundle=mpesa.get("CA_BUNDLE") or None,
     )
+
+
+class NetworkInTransaction(RuntimeError):
+    """M-Pesa was called while this thread holds a database transaction (and so, perhaps, row locks)."""
+
+
+def refuse_in_transaction() -> None:
+    """Raise :class:`NetworkInTransaction` when any database connection of this thread is inside ``atomic()``.
+
+    No row lock is ever held across a call to M-Pesa (docs/concurrency.md): every call goes through this check.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.in_atomic_block:
+            raise NetworkInTransaction("M-Pesa must not be called inside transaction.atomic()")
+
+
+def query_transaction_status(*, query_reference: str, third_party_reference: str) -> QueryResult:
+    """Ask what happened to a payment or reversal. Never raises for a gateway or configuration problem: those
+    come back as an ``UNKNOWN`` result (the caller asks again later)."""
+    refuse_in_transaction()
+    try:
+        return client().query_transaction_status(
+            query_reference=query_reference, third_party_reference=third_party_reference
+        )
+    except (MpesaError, ImproperlyConfigured) as exc:
+        return QueryResult(operation=Operation.QUERY, outcome=Outcome.UNKNOWN, error=f"{type(exc).__name__}: {exc}")
+
+
+def reversal(*, transaction_id: str, third_party_reference: str, amount: Decimal | None) -> Result:
+    """Send a reversal (once: the library never retries it). Refused before sending → ``INVALID_REQUEST``."""
+    refuse_in_transaction()
+    try:
+        return client().reversal(
+            transaction_id=transaction_id, third_party_reference=third_party_reference, amount=amount
+        )
+    except (MpesaError, ImproperlyConfigured) as exc:
+        return Result(
+            operation=Operation.REVERSAL,
+            outcome=Outcome.INVALID_REQUEST,
+            description="refused before sending",
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            sent=False,
+        )
 
 
 def client() -> Client:

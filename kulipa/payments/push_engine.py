@@ -2,36 +2,42 @@
 
 A C2B call blocks until the customer types the PIN (a minute or more). Holding each in a thread would need
 thousands of threads; instead the huey task ``dispatch_payment`` wins the ``queued → pushing`` transition and hands
-the call to this engine, then returns. The coroutine runs on the engine's loop (one :class:`mpesa.AsyncClient`
+a :class:`PushJob` to this engine, then returns. The call runs on the engine's loop (one :class:`mpesa.AsyncClient`
 per loop, see :func:`kulipa.payments.gateway.async_client`), at most ``limit`` at a time (a semaphore; the rest wait
-in memory, not in the connection pool). When it completes, its result is handed to a small thread pool that runs
-the synchronous Django service recording it (the thread's DB connections are closed after each job).
+in memory, not in the connection pool). Its answer goes to the engine's ``recorder`` — one named function,
+``kulipa.payments.tasks.push_answered`` in the worker — run in a small thread pool (the thread's DB connections
+are closed after each job).
 
 If the process dies mid-push the attempt stays PUSHING in the database; the reconciler queries it after its
 deadline. Nothing here retries a push.
 
 API::
 
-    engine = get_engine()                      # process-wide, started lazily
-    engine.submit(make_coroutine, on_result)   # thread-safe; on_result(value) runs in the recorder pool
-    engine.wait_idle(timeout=30)               # True once nothing is in flight or being recorded
-    engine.stats()                             # in_flight, holding, peak_holding, recording, ...
-    engine.wait_holding(2000, timeout=60)      # capacity measurements
+    engine = PushEngine(recorder=push_answered)   # the worker's: kulipa.payments.tasks.engine()
+    engine.push(job)                               # thread-safe; recorder(job, result) runs in the recorder pool
+    engine.wait_idle(timeout=30)                   # True once nothing is in flight or being recorded
+    engine.stats()                                 # in_flight, holding, peak_holding, recording, ...
+    engine.wait_holding(2000, timeout=60)          # capacity measurements
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connections
+
+from kulipa.payments import gateway
+from mpesa import MpesaError, Outcome, Result
+from mpesa.config import Operation
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,21 @@ def raise_open_file_limit(wanted: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class PushJob:
+    """One C2B push: everything the call needs, read from the database before it is handed over (the engine's
+    loop never touches the ORM)."""
+
+    attempt_id: int
+    amount: Decimal
+    msisdn: str
+    transaction_reference: str
+    third_party_reference: str
+
+
+PushRecorder = Callable[[PushJob, "Result"], None]
+
+
+@dataclass(frozen=True, slots=True)
 class EngineStats:
     in_flight: int
     """Jobs submitted and not finished (running, or waiting for the semaphore)."""
@@ -76,7 +97,15 @@ class EngineStats:
 class PushEngine:
     """An event loop in a daemon thread plus a recorder thread pool. Create with :func:`get_engine` or directly."""
 
-    def __init__(self, *, limit: int = DEFAULT_LIMIT, recorders: int = DEFAULT_RECORDERS, name: str = "push") -> None:
+    def __init__(
+        self,
+        *,
+        recorder: PushRecorder | None = None,
+        limit: int = DEFAULT_LIMIT,
+        recorders: int = DEFAULT_RECORDERS,
+        name: str = "push",
+    ) -> None:
+        self.recorder = recorder
         self.limit = limit
         self._name = name
         self._loop = asyncio.new_event_loop()
@@ -112,6 +141,27 @@ class PushEngine:
             self._loop.close()
 
     # submitting -------------------------------------------------------------------------------------------
+    def push(self, job: PushJob) -> None:
+        """Send ``job``'s C2B on the loop; its answer (an exception becomes a result) goes to ``recorder``."""
+        recorder = self.recorder
+        if recorder is None:
+            raise RuntimeError("this engine has no recorder")
+
+        async def call() -> Result:
+            return await gateway.async_client().c2b_payment(
+                amount=job.amount,
+                msisdn=job.msisdn,
+                transaction_reference=job.transaction_reference,
+                third_party_reference=job.third_party_reference,
+            )
+
+        self.submit(
+            call,
+            lambda result: recorder(job, result),
+            on_error=lambda exc: recorder(job, result_from_exception(exc)),
+            label=job.third_party_reference,
+        )
+
     def submit(
         self,
         make: Callable[[], Awaitable[T]],
@@ -232,31 +282,25 @@ class PushEngine:
         self._recorders.shutdown(wait=False, cancel_futures=True)
 
 
-_engine: PushEngine | None = None
-_engine_lock = threading.Lock()
+def result_from_exception(exc: BaseException) -> Result:
+    """An exception instead of an answer. Raised before sending (bad configuration or arguments): the push never
+    left. Anything else may have been sent: unknown."""
+    sent = not isinstance(exc, MpesaError | ImproperlyConfigured)
+    return Result(
+        operation=Operation.C2B,
+        outcome=Outcome.UNKNOWN if sent else Outcome.INVALID_REQUEST,
+        description="exception while pushing" if sent else "refused before sending",
+        error=f"{type(exc).__name__}: {exc}"[:500],
+        sent=sent,
+    )
 
 
-def get_engine() -> PushEngine:
-    """The process-wide engine, started on first use. ``settings.MPESA["PUSH_ENGINE_LIMIT"]`` caps concurrency."""
-    global _engine
-    with _engine_lock:
-        if _engine is None or _engine._closed:
-            from kulipa.payments.conf import mpesa_int
-
-            limit = mpesa_int("PUSH_ENGINE_LIMIT", DEFAULT_LIMIT)
-            _engine = PushEngine(limit=limit)
-            atexit.register(_close_at_exit, _engine)
-        return _engine
-
-
-def _close_at_exit(engine: PushEngine) -> None:
+def close_at_exit(engine: PushEngine) -> None:
     """Worker shutdown: close the engine's M-Pesa connections on its loop (bounded), then stop it.
 
     Pushes still held are cut; their attempts stay PUSHING (or are recorded UNKNOWN) and the reconciler settles
     them by status query. Nothing is pushed again.
     """
-    from kulipa.payments import gateway
-
     try:
         gateway.reset(timeout=2.0)
     except Exception:  # exiting anyway; the reconciler covers whatever was in flight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
@@ -19,6 +20,8 @@ OrderStatus = Order.Status
 PaymentStatus = Order.PaymentStatus
 
 RETRYABLE_PAYMENT_STATUSES = (
+    PaymentStatus.NOT_SENT,
+    PaymentStatus.UNCONFIRMED,
     PaymentStatus.DECLINED,
     PaymentStatus.INSUFFICIENT_FUNDS,
     PaymentStatus.TIMED_OUT,
@@ -60,6 +63,15 @@ class PaymentView:
         }
 
 
+def attempt_next_check_at(*, attempt_id: int) -> datetime | None:
+    """When an in-flight attempt should next be asked about (None: it is not in flight, or nothing is due)."""
+    return (
+        PaymentAttempt.objects.filter(pk=attempt_id, state__in=PaymentAttempt.IN_FLIGHT)
+        .values_list("next_check_at", flat=True)
+        .first()
+    )
+
+
 def attempt_latest(*, order: Order) -> PaymentAttempt | None:
     """The order's newest attempt (one indexed query on ``order_id``)."""
     return PaymentAttempt.objects.filter(order_id=order.pk).order_by("-id").first()
@@ -71,7 +83,7 @@ def _message(order: Order, attempt: PaymentAttempt | None) -> str:
     if order.status == OrderStatus.NEEDS_ATTENTION:
         return _("Pagamento recebido — a loja precisa de verificar a encomenda e vai contactá-lo.")
     if order.status == OrderStatus.CANCELLED:
-        if attempt is not None and attempt.reversal_state == PaymentAttempt.Reversal.DONE:
+        if order.payment_status == PaymentStatus.REFUNDED:
             return _("Esta encomenda foi cancelada e o pagamento foi devolvido.")
         return _("Esta encomenda foi cancelada.")
     if order.status == OrderStatus.EXPIRED:
@@ -89,6 +101,16 @@ def _message(order: Order, attempt: PaymentAttempt | None) -> str:
         return _("O pedido de pagamento não foi respondido a tempo. Pode tentar de novo.")
     if ps == PaymentStatus.FAILED:
         return _("O pagamento falhou. Pode tentar de novo, se quiser com outro número.")
+    if ps == PaymentStatus.NOT_SENT:
+        return _(
+            "Não foi possível contactar a M-Pesa e o pedido não foi enviado: nada foi cobrado. "
+            "Tente de novo dentro de momentos."
+        )
+    if ps == PaymentStatus.UNCONFIRMED:
+        return _(
+            "A M-Pesa não confirmou este pagamento a tempo. Se o dinheiro não saiu da sua conta, pode tentar de novo. "
+            "Se saiu, não se preocupe: a loja verifica e devolve qualquer pagamento em duplicado."
+        )
     return _("A preparar o pagamento…")
 
 

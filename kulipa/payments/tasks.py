@@ -1,32 +1,137 @@
-"""huey tasks of the payments app. Thin: they take ids, the services re-read fresh state and do the work.
+"""The queue: every piece of background work of the payments app, and every place that queues it.
 
-Run by the huey consumer (``manage.py run_huey``); the push engine lives in that process. With
-``HUEY["immediate"]`` (tests) they run inline.
+The rules, in one place:
+
+* **After commit.** ``queue_*`` functions may be called inside a transaction; the message leaves only once it
+  commits (``transaction.on_commit``), so a worker never looks for a row that is not there yet.
+* **Queue down → log, the sweep repairs.** Queueing never raises into the caller: the row it is about is already
+  committed in a state the minute sweep (:func:`payments_sweep`) picks up (QUEUED attempt, REQUESTED reversal,
+  QUEUED callback delivery, due ``next_check_at``).
+* **Tasks take ids** and the services re-read fresh state; every service is idempotent, so a duplicate message,
+  a retry or two workers running the same task change nothing twice.
+
+Services never import this module; views, the push engine's recorder and the tasks below call a service, then
+queue what follows. With ``HUEY["immediate"]`` (tests) tasks run inline; scheduled ones wait for the sweep.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task
 
-from kulipa.payments import services
+from kulipa.inventory.services import reservations_purge_expired
+from kulipa.payments import selectors, services
+from kulipa.payments.conf import mpesa_int
+from kulipa.payments.push_engine import DEFAULT_LIMIT, PushEngine, PushJob, close_at_exit
+from mpesa import Result
 
 logger = logging.getLogger(__name__)
 
 
+# --- queueing ----------------------------------------------------------------------------------------------
+def _after_commit(what: str, send: Callable[[], Any]) -> None:
+    def go() -> None:
+        try:
+            send()
+        except Exception:  # the queue being down must not undo committed work; the sweep repairs
+            logger.exception("could not queue %s; the sweep will", what)
+
+    transaction.on_commit(go)
+
+
+def queue_dispatch(attempt_id: int) -> None:
+    """Push a QUEUED attempt (once: the worker's claim is conditional)."""
+    _after_commit(f"dispatch of attempt {attempt_id}", lambda: dispatch_payment(attempt_id))
+
+
+def queue_reconcile(attempt_id: int, *, at: datetime | None = None, force: bool = False) -> None:
+    """Ask the gateway about an attempt, now or at ``at``."""
+    if at is None:
+        _after_commit(f"reconcile of attempt {attempt_id}", lambda: reconcile_attempt(attempt_id, force=force))
+        return
+    delay = max(0.0, (at - timezone.now()).total_seconds())
+    _after_commit(
+        f"reconcile of attempt {attempt_id}", lambda: reconcile_attempt.schedule(args=(attempt_id, force), delay=delay)
+    )
+
+
+def queue_callback(delivery_id: int) -> None:
+    """Confirm a stored callback delivery."""
+    _after_commit(f"callback {delivery_id}", lambda: process_callback(delivery_id))
+
+
+def queue_reversal(reversal_id: int) -> None:
+    """Send a REQUESTED reversal (once)."""
+    _after_commit(f"reversal {reversal_id}", lambda: reverse_payment(reversal_id))
+
+
+# --- the push engine's recorder ----------------------------------------------------------------------------
+def push_answered(job: PushJob, result: Result) -> None:
+    """The push engine's recorder: record the answer, then queue the next question to the gateway (if any).
+    A database error is retried a few times; if every try fails the attempt stays PUSHING and the reconciler
+    settles it by status query."""
+    import time
+
+    from django.db import DatabaseError, close_old_connections
+
+    for n in range(5):
+        try:
+            attempt = services.payment_attempt_record_push_answer(attempt_id=job.attempt_id, result=result)
+        except DatabaseError:
+            logger.exception("recording push answer of %s failed (try %s)", job.third_party_reference, n + 1)
+            close_old_connections()
+            time.sleep(0.2 * 2**n)
+            continue
+        if attempt.next_check_at is not None and attempt.in_flight:
+            queue_reconcile(attempt.pk, at=attempt.next_check_at)
+        return
+
+
+_engine: PushEngine | None = None
+_engine_lock = threading.Lock()
+
+
+def engine() -> PushEngine:
+    """This worker's push engine, started on first use. ``settings.MPESA["PUSH_ENGINE_LIMIT"]`` caps concurrency."""
+    global _engine
+    with _engine_lock:
+        if _engine is None or _engine._closed:
+            import atexit
+
+            _engine = PushEngine(recorder=push_answered, limit=mpesa_int("PUSH_ENGINE_LIMIT", DEFAULT_LIMIT))
+            atexit.register(close_at_exit, _engine)
+        return _engine
+
+
+# --- tasks -------------------------------------------------------------------------------------------------
 @db_task()
 def dispatch_payment(attempt_id: int) -> bool:
-    """QUEUED → PUSHING (only the winner) and hand the C2B to the push engine; returns at once."""
-    return services.payment_attempt_dispatch(attempt_id=attempt_id)
+    """QUEUED → PUSHING (only the winner, and only while fresh) and hand the C2B to the push engine."""
+    job = services.payment_attempt_claim_push(attempt_id=attempt_id)
+    if job is None:
+        logger.info("attempt %s not claimable any more; not pushing", attempt_id)
+        return False
+    engine().push(job)
+    return True
 
 
 @db_task()
 def reconcile_attempt(attempt_id: int, force: bool = False) -> str:
-    """Status query for one attempt (claimed unless ``force``), with backoff until final."""
-    return services.attempt_reconcile(attempt_id=attempt_id, force=force).value
+    """Status query for one attempt (claimed unless ``force``); queues the next one while it is still open."""
+    outcome = services.attempt_reconcile(attempt_id=attempt_id, force=force)
+    if outcome is services.ReconcileOutcome.PENDING:
+        at = selectors.attempt_next_check_at(attempt_id=attempt_id)
+        if at is not None:
+            queue_reconcile(attempt_id, at=at)
+    return outcome.value
 
 
 @db_task()
@@ -36,32 +141,54 @@ def process_callback(delivery_id: int) -> str:
 
 
 @db_task()
-def reverse_payment(attempt_id: int) -> str:
+def reverse_payment(reversal_id: int) -> str:
     """Send a requested reversal (once)."""
-    attempt = services.payment_reversal_send(attempt_id=attempt_id)
-    return attempt.reversal_state if attempt else "not_requested"
+    reversal = services.payment_reversal_send(reversal_id=reversal_id)
+    return reversal.state if reversal else "not_requested"
 
 
 @db_task()
-def reconcile_reversal(attempt_id: int) -> str:
+def reconcile_reversal(reversal_id: int) -> str:
     """Status query for a reversal whose answer was lost (never resent)."""
-    return services.payment_reversal_reconcile(attempt_id=attempt_id).reversal_state
+    return services.payment_reversal_reconcile(reversal_id=reversal_id).state
+
+
+def sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """One pass of every repair (see ``kulipa.payments.services.sweep``); what needs the gateway is queued."""
+    now = now or timezone.now()
+    counts: dict[str, int] = {}
+    counts["not_sent"] = services.payment_attempts_close_stale_queued(now=now)
+    queued = services.attempts_queued(now=now)
+    for attempt_id in queued:
+        dispatch_payment(attempt_id)
+    counts["redispatched"] = len(queued)
+    due = services.attempts_due(now=now)
+    for attempt_id in due:
+        reconcile_attempt(attempt_id)
+    counts["reconcile"] = len(due)
+    deliveries = services.deliveries_to_process(now=now)
+    for delivery_id in deliveries:
+        process_callback(delivery_id)
+    counts["callbacks"] = len(deliveries)
+    to_send = services.reversals_to_send(now=now)
+    for reversal_id in to_send:
+        reverse_payment(reversal_id)
+    counts["reversals_sent"] = len(to_send)
+    to_query = services.reversals_to_query(now=now)
+    for reversal_id in to_query:
+        reconcile_reversal(reversal_id)
+    counts["reversals_queried"] = len(to_query)
+    counts["expired_orders"] = services.orders_expire_due(now=now)
+    counts["purged_reservations"] = reservations_purge_expired(now=now)
+    counts["stuck"] = services.stuck_raise(now=now)
+    counts["pruned_callbacks"] = services.rejected_deliveries_prune(now=now)
+    return counts
 
 
 @db_periodic_task(crontab(minute="*"))
 def payments_sweep() -> dict[str, int]:
-    """Every minute: reconcile due attempts and lost reversals, re-dispatch stuck pushes, expire unpaid orders,
-    tidy reservations."""
-    from kulipa.inventory.services import reservations_purge_expired
-    from kulipa.orders.services import order_expire_due
-
-    counts = services.payments_sweep()
-    reversals = services.reversals_due(now=timezone.now())
-    for attempt_id in reversals:
-        reconcile_reversal(attempt_id)
-    counts["reversals"] = len(reversals)
-    counts["expired_orders"] = order_expire_due()
-    counts["purged_reservations"] = reservations_purge_expired()
+    """Every minute: the repair of every intermediate state (:func:`sweep`)."""
+    counts = sweep()
     if any(counts.values()):
         logger.info("payments sweep: %s", counts)
     return counts

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from kulipa.orders.selectors import order_get_for_viewer
-from kulipa.payments import selectors, services
+from kulipa.payments import selectors, services, tasks
 from kulipa.payments.conf import mpesa_str, mpesa_str_list
 
 logger = logging.getLogger(__name__)
@@ -76,13 +76,16 @@ def payment_retry(request: HttpRequest, public_id: str) -> HttpResponse:
         messages.error(request, _("Pedido inválido."))
         return redirect(order.get_absolute_url())
     try:
-        services.payment_attempt_start(
+        attempt = services.payment_attempt_start(
             order=order,
             msisdn=form.cleaned_data["msisdn"] or None,
             after_attempt_id=form.cleaned_data["after"],
         )
     except services.PaymentError as exc:
         messages.error(request, str(exc))
+    else:
+        if attempt.state == attempt.State.QUEUED:
+            tasks.queue_dispatch(attempt.pk)
     return redirect(order.get_absolute_url())
 
 
@@ -110,4 +113,6 @@ def mpesa_callback(request: HttpRequest, token: str | None = None) -> HttpRespon
         logger.warning("callback from %s refused: not in CALLBACK_ALLOWED_IPS", remote_ip)
         return HttpResponseForbidden()
     receipt = services.callback_receive(headers=dict(request.headers), body=request.body, remote_ip=remote_ip)
+    if receipt.status == 200:
+        tasks.queue_callback(receipt.delivery_id)
     return JsonResponse(receipt.body, status=receipt.status)

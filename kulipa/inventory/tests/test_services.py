@@ -15,7 +15,7 @@ from kulipa.inventory.services import (
     CommitResult,
     reservations_commit,
     reservations_create,
-    reservations_extend,
+    reservations_hold_until,
     reservations_purge_expired,
     reservations_release,
 )
@@ -81,42 +81,43 @@ def test_reservations_expire_lazily_without_any_job():
     assert available(p) == 0
 
 
-def test_extend_never_shortens_and_moves_order_expiry():
+def test_hold_lengthens_and_shortens_live_reservations():
     p = product_make(stock=3)
     order = order_make({p.pk: 1})
     original = order.expires_at
-    assert reservations_extend(order=order, until=original - timedelta(minutes=5)) is True
-    order.refresh_from_db()
-    assert order.expires_at == original
-    assert order.reservations.get().expires_at == original
+    with transaction.atomic():
+        assert reservations_hold_until(order=order, until=original - timedelta(minutes=5)) is True
+    assert order.reservations.get().expires_at == original - timedelta(minutes=5)
     later = original + timedelta(minutes=3)
-    assert reservations_extend(order=order, until=later) is True
-    order.refresh_from_db()
-    assert order.expires_at == later
+    with transaction.atomic():
+        assert reservations_hold_until(order=order, until=later) is True
     assert order.reservations.get().expires_at == later
 
 
-def test_extend_reacquires_a_lapsed_reservation_only_if_stock_is_there():
+def test_hold_reacquires_a_lapsed_reservation_only_if_stock_is_there():
     p = product_make(stock=1)
     order = order_make({p.pk: 1})
     age(order)
     until = timezone.now() + timedelta(minutes=5)
-    assert reservations_extend(order=order, until=until) is True
+    with transaction.atomic():
+        assert reservations_hold_until(order=order, until=until) is True
     assert order.reservations.get().expires_at == until
     assert available(p) == 0
 
     age(order)
     order_make({p.pk: 1})  # someone else takes the unit meanwhile
-    assert reservations_extend(order=order, until=until + timedelta(minutes=1)) is False
+    with transaction.atomic():
+        assert reservations_hold_until(order=order, until=until + timedelta(minutes=1)) is False
     assert order.reservations.get().expires_at < timezone.now()  # not resurrected: no oversell
     assert available(p) == 0
 
 
-def test_extend_ignores_released_reservations():
+def test_hold_ignores_released_reservations():
     p = product_make(stock=1)
     order = order_make({p.pk: 1})
     reservations_release(order=order)
-    reservations_extend(order=order, until=timezone.now() + timedelta(hours=1))
+    with transaction.atomic():
+        reservations_hold_until(order=order, until=timezone.now() + timedelta(hours=1))
     assert order.reservations.get().state == State.RELEASED
     assert available(p) == 1
 

@@ -6,23 +6,20 @@ import pytest
 from django.test import Client
 
 from kulipa.cart.services import SESSION_KEY as CART_SESSION_KEY
-from kulipa.orders import views
-from kulipa.orders.tests.factories import attempt_make
+from kulipa.payments import tasks
 from kulipa.payments.models import PaymentAttempt
 
 
 @pytest.fixture
 def payment_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Replace the hand-off to kulipa.payments with a recorder that, like the real one, writes a QUEUED attempt
-    (see test_checkout for the test against the real ``payment_attempt_start``)."""
+    """Record the pushes the checkout queues (after commit) instead of queueing them; the attempt rows are real."""
     calls: list[dict[str, Any]] = []
 
-    def fake(*, order: Any) -> None:
-        calls.append({"order": order})
-        attempt_make(order=order, state=PaymentAttempt.State.QUEUED)
-        return None
+    def record(attempt_id: int) -> None:
+        attempt = PaymentAttempt.objects.select_related("order").get(pk=attempt_id)
+        calls.append({"order": attempt.order, "attempt": attempt})
 
-    monkeypatch.setattr(views, "payment_start", fake)
+    monkeypatch.setattr(tasks, "queue_dispatch", record)
     return calls
 
 

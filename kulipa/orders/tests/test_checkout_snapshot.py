@@ -13,7 +13,7 @@ from django.utils import translation
 
 from kulipa.catalog.models import Product
 from kulipa.inventory.models import StockReservation
-from kulipa.orders import services, views
+from kulipa.orders import views
 from kulipa.orders.errors import CheckoutChanged
 from kulipa.orders.models import Order, OrderLine
 from kulipa.orders.snapshot import (
@@ -27,6 +27,7 @@ from kulipa.orders.snapshot import (
 from kulipa.orders.tests.conftest import put_in_cart
 from kulipa.orders.tests.factories import order_make, product_make, snapshot_for
 from kulipa.payments.models import PaymentAttempt
+from kulipa.payments.services import checkout_place
 
 CHECKOUT = "/checkout/"
 EXPIRED_NOTE = "A página de pagamento expirou ou foi alterada; confirme de novo."
@@ -276,11 +277,11 @@ def test_price_changed_after_the_view_checked_is_caught_under_the_lock(client, p
     put_in_cart(client, {caju.pk: 1})
     data = page_data(client.get(CHECKOUT))
 
-    def order_create_after_a_staff_edit(**kwargs):
+    def checkout_after_a_staff_edit(**kwargs):
         Product.objects.filter(pk=caju.pk).update(price=Decimal("275.00"))  # committed by staff meanwhile
-        return services.order_create(**kwargs)
+        return checkout_place(**kwargs)
 
-    monkeypatch.setattr(views, "order_create", order_create_after_a_staff_edit)
+    monkeypatch.setattr(views, "checkout_place", checkout_after_a_staff_edit)
 
     response = client.post(CHECKOUT, data)
 

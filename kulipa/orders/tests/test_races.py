@@ -6,8 +6,8 @@ import pytest
 
 from kulipa.inventory.models import StockReservation
 from kulipa.orders.models import Order, OrderLine
-from kulipa.orders.services import order_expire_due
 from kulipa.orders.tests.factories import age, order_make, product_make, run_concurrently
+from kulipa.payments.services import orders_expire_due as order_expire_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,9 +11,10 @@ from kulipa.inventory.errors import OutOfStock
 from kulipa.inventory.models import StockReservation
 from kulipa.orders.errors import EmptyOrder, InvalidQuantity, OrderNotCancellable, OrderTooLarge, ProductUnavailable
 from kulipa.orders.models import Order, OrderLine
-from kulipa.orders.services import order_cancel, order_expire_due
 from kulipa.orders.tests.factories import age, attempt_make, order_make, product_make
 from kulipa.payments.models import PaymentAttempt
+from kulipa.payments.services import order_cancel_unpaid as order_cancel
+from kulipa.payments.services import orders_expire_due as order_expire_due
 
 pytestmark = pytest.mark.django_db
 
@@ -157,9 +158,11 @@ def test_expire_due_accepts_now():
 def test_cancel_releases_stock_and_is_idempotent():
     p = product_make(stock=1)
     order = order_make({p.pk: 1})
-    assert order_cancel(order=order).status == Order.Status.CANCELLED
+    assert order_cancel(order=order) is True
+    order.refresh_from_db()
+    assert order.status == Order.Status.CANCELLED
     assert order.reservations.get().state == State.RELEASED
-    assert order_cancel(order=order).status == Order.Status.CANCELLED
+    assert order_cancel(order=order) is False
 
 
 def test_cancel_refused_with_attempt_in_flight_or_when_paid():

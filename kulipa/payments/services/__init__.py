@@ -1,107 +1,75 @@
-"""Payment writes: start an attempt, push it, record what came back, reconcile, make an order paid, reverse.
+"""Payment writes: place a checkout with its first attempt, push it, record what came back, reconcile, make an
+order paid, reverse, repair. Import from here; the submodules are an implementation detail.
 
-Import from here (``from kulipa.payments import services`` / ``from kulipa.payments.services import …``); the
-submodules are an implementation detail. Where each concern lives:
-
-===================  ====================================================================================
+===================  ==========================================================================================
 module               what
-===================  ====================================================================================
-``errors``           :class:`PaymentError`, :class:`PaymentNotAllowed`, :class:`InvalidMsisdn`
-``_common``          (private) ``settings.MPESA`` accessors (:func:`payment_mode`, :func:`push_window`,
-                     :func:`reconcile_margin`, :func:`reconcile_backoff`, …), constants, :func:`mask_payload`,
-                     the event writer, the order → attempt lock, ``order.payment_status`` sync, reconcile
-                     scheduling
-``attempts``         :func:`payment_attempt_start` (web), :func:`payment_attempt_claim_push`,
-                     :func:`payment_attempt_dispatch`, :func:`payment_attempt_record_push_result` (worker),
-                     :func:`payment_attempt_abandon_queued`
-``paid``             :func:`order_mark_paid`, :class:`PaidOutcome`, :class:`PaidResult`: the ONE place that makes
-                     an order paid
-``reconcile``        :func:`attempt_reconcile`, :func:`payments_sweep`, :class:`ReconcileOutcome`,
-                     :class:`CallbackHint`
-``callbacks``        :func:`callback_receive` (web), :func:`callback_process` (worker),
-                     :class:`CallbackRejected`, :class:`CallbackReceipt`
-``reversals``        :func:`payment_reversal_request`, :func:`payment_reversal_send`,
-                     :func:`payment_reversal_reconcile`, :func:`reversals_due`, :func:`order_payment_recheck` (admin)
-===================  ====================================================================================
-
-Imports go one way: ``errors``, ``_common`` ← ``paid`` ← ``attempts`` ← ``reconcile`` ← ``callbacks``;
-``reversals`` needs only ``errors`` and ``_common``. ``kulipa.payments.tasks`` imports this package, so the services
-import ``tasks`` lazily, inside the function that queues work.
+===================  ==========================================================================================
+``checkout``         :func:`checkout_place`: order + lines + reservations + attempt + event, one transaction
+``attempts``         :func:`payment_attempt_start` ("try again"), claim a push, record its answer, close stale
+``paid``             :func:`order_mark_paid`: the ONE place that makes an order paid
+``reconcile``        :func:`attempt_reconcile`: status query and its answer
+``callbacks``        :func:`callback_receive` (web), :func:`callback_process` (worker)
+``reversals``        request / send once / reconcile a reversal; the order and stock after it
+``sweep``            the repair of every intermediate state, and raising what is stuck
+``apply``            carrying out a decision of :mod:`kulipa.payments.decisions` on a locked attempt
+``status``           the customer's payment status and the stock hold around pushes
+``attention``        raising items for a person
+===================  ==========================================================================================
 
 The contract, for every module:
 
-* Lock order (docs/concurrency.md): Order (1) → PaymentAttempt (2) → Product, ascending pk (3) →
-  StockReservation (4). Order and attempt rows are locked ``select_for_update(no_key=True)``.
-* Every function that changes an attempt takes the order row first, then the attempt row, inside one
-  ``transaction.atomic()``, re-reads them and returns without writing when the target state is already reached
-  (idempotent: running a service twice, or concurrently, changes nothing the second time). Transitions outside
-  those locks are conditional UPDATEs (``queued → pushing``, claiming a reconcile or a callback delivery).
-* No function holds a lock while talking to M-Pesa: network calls happen between transactions, and the web process
-  never calls M-Pesa at all (it writes rows and queues huey tasks with ``transaction.on_commit``).
-
-Attempt states::
-
-    QUEUED ──dispatch (conditional UPDATE, only the winner pushes)──► PUSHING
-    PUSHING ──sync answer──► SUCCEEDED | DECLINED | INSUFFICIENT_FUNDS | FAILED | UNKNOWN
-    PUSHING ──async accepted──► AWAITING_CALLBACK ──callback + confirming query──► final
-    UNKNOWN / AWAITING_CALLBACK / stale PUSHING ──status query (backoff)──► SUCCEEDED | DECLINED | FAILED | TIMED_OUT
-
-Money moves only through :func:`order_mark_paid`. An unsigned callback is a hint: it triggers a status query and
-changes nothing by itself. A timeout is unknown, never failed, and never a reason to push again.
+* Locks only through :mod:`kulipa.core.locks`, in its order: Order → PaymentAttempt → Reversal → Product
+  (ascending pk) → StockReservation. Every function that changes an attempt holds the order and the attempt,
+  re-reads them and returns without writing when the target state is already reached (idempotent).
+* States change only through the tables of :mod:`kulipa.payments.transitions` (orders' through
+  ``kulipa.orders.services.order_transition``); decisions come from the pure :mod:`kulipa.payments.decisions`.
+* No network inside a transaction (``gateway`` refuses), and the web process never calls M-Pesa. These functions
+  never queue work: :mod:`kulipa.payments.tasks` does, after commit.
 """
 
-from kulipa.payments.services._common import (
-    ASYNC,
-    FINAL_STATE_FOR_OUTCOME,
-    PAYMENT_STATUS_FOR_STATE,
-    PUSH_RESULT_SLACK,
-    QUEUED_STUCK_AFTER,
-    RECONCILE_LEASE,
-    SYNC,
-    c2b_read_timeout,
-    callback_grace,
-    callbacks_authenticated,
-    mask_payload,
-    payment_mode,
-    push_window,
-    reconcile_backoff,
-    reconcile_margin,
-)
 from kulipa.payments.services.attempts import (
-    payment_attempt_abandon_queued,
+    attempt_create,
     payment_attempt_claim_push,
-    payment_attempt_dispatch,
-    payment_attempt_record_push_result,
-    payment_attempt_record_push_result_retrying,
+    payment_attempt_record_push_answer,
     payment_attempt_start,
+    payment_attempts_close_stale_queued,
 )
+from kulipa.payments.services.attention import attention_raise
 from kulipa.payments.services.callbacks import (
     MAX_CALLBACK_BYTES,
     CallbackReceipt,
     CallbackRejected,
+    callback_fields,
     callback_process,
     callback_receive,
 )
-from kulipa.payments.services.errors import InvalidMsisdn, PaymentError, PaymentNotAllowed
+from kulipa.payments.services.checkout import checkout_place
+from kulipa.payments.services.errors import InvalidMsisdn, PaymentError, PaymentNotAllowed, ReversalNotAllowed
 from kulipa.payments.services.paid import PaidOutcome, PaidResult, order_mark_paid
-from kulipa.payments.services.reconcile import CallbackHint, ReconcileOutcome, attempt_reconcile, payments_sweep
+from kulipa.payments.services.reconcile import CallbackHint, ReconcileOutcome, attempt_apply_query, attempt_reconcile
 from kulipa.payments.services.reversals import (
     order_payment_recheck,
     payment_reversal_reconcile,
     payment_reversal_request,
     payment_reversal_send,
-    reversals_due,
+    reversed_total,
+)
+from kulipa.payments.services.status import PAYMENT_STATUS_FOR_STATE
+from kulipa.payments.services.sweep import (
+    attempts_due,
+    attempts_queued,
+    deliveries_to_process,
+    order_cancel_unpaid,
+    orders_expire_due,
+    rejected_deliveries_prune,
+    reversals_to_query,
+    reversals_to_send,
+    stuck_raise,
 )
 
 __all__ = [
-    "ASYNC",
-    "FINAL_STATE_FOR_OUTCOME",
     "MAX_CALLBACK_BYTES",
     "PAYMENT_STATUS_FOR_STATE",
-    "PUSH_RESULT_SLACK",
-    "QUEUED_STUCK_AFTER",
-    "RECONCILE_LEASE",
-    "SYNC",
     "CallbackHint",
     "CallbackReceipt",
     "CallbackRejected",
@@ -111,28 +79,32 @@ __all__ = [
     "PaymentError",
     "PaymentNotAllowed",
     "ReconcileOutcome",
+    "ReversalNotAllowed",
+    "attempt_apply_query",
+    "attempt_create",
     "attempt_reconcile",
-    "c2b_read_timeout",
-    "callback_grace",
+    "attempts_due",
+    "attempts_queued",
+    "attention_raise",
+    "callback_fields",
     "callback_process",
     "callback_receive",
-    "callbacks_authenticated",
-    "mask_payload",
+    "checkout_place",
+    "deliveries_to_process",
+    "order_cancel_unpaid",
     "order_mark_paid",
     "order_payment_recheck",
-    "payment_attempt_abandon_queued",
+    "orders_expire_due",
     "payment_attempt_claim_push",
-    "payment_attempt_dispatch",
-    "payment_attempt_record_push_result",
-    "payment_attempt_record_push_result_retrying",
+    "payment_attempt_record_push_answer",
     "payment_attempt_start",
-    "payment_mode",
+    "payment_attempts_close_stale_queued",
     "payment_reversal_reconcile",
     "payment_reversal_request",
     "payment_reversal_send",
-    "payments_sweep",
-    "push_window",
-    "reconcile_backoff",
-    "reconcile_margin",
-    "reversals_due",
+    "rejected_deliveries_prune",
+    "reversals_to_query",
+    "reversals_to_send",
+    "reversed_total",
+    "stuck_raise",
 ]

@@ -1,36 +1,51 @@
-"""Callbacks: store an inbound result delivery raw and acknowledge it (web), then confirm it by status query
+"""Callbacks: store an inbound result delivery and acknowledge it (web), then confirm it by status query
 (worker). A callback is a hint; it changes nothing by itself."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from kulipa.payments.models import CallbackDelivery, PaymentAttempt
-from kulipa.payments.services._common import (
-    Kind,
-    _event,
-    _lock_order_and_attempt,
-    callbacks_authenticated,
-    logger,
+from kulipa.core import locks
+from kulipa.payments import conf
+from kulipa.payments.events import Kind, event_record
+from kulipa.payments.models import (
+    REJECTED_BODY_BYTES,
+    AttentionItem,
+    CallbackDelivery,
+    CallbackRejection,
+    PaymentAttempt,
 )
+from kulipa.payments.services.attention import attention_raise
 from kulipa.payments.services.reconcile import CallbackHint, attempt_reconcile
+from kulipa.payments.transitions import delivery_transition
+
+logger = logging.getLogger("kulipa.payments")
+
+D = CallbackDelivery.State
 
 _CALLBACK_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _CALLBACK_CODE = re.compile(r"^[A-Za-z0-9_\-]{1,16}$")
 MAX_CALLBACK_BYTES = 64 * 1024
 _DROPPED_HEADERS = {"cookie", "authorization", "proxy-authorization"}
+_MAX_HEADERS = 40
 
 
 class CallbackRejected(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, tally: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.tally = tally
+        """Short reason under which the rejection is counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +55,17 @@ class CallbackReceipt:
     delivery_id: int
 
 
-def _callback_fields(body: bytes) -> dict[str, str]:
-    """The fields of a result delivery (reference §5.2), checked. Raises ``CallbackRejected(400)``."""
-    import json
-
+def callback_fields(body: bytes) -> dict[str, str]:
+    """The fields of a result delivery (reference §5.2), checked. Raises ``CallbackRejected``; never anything else
+    (deeply nested JSON included)."""
+    if len(body) > MAX_CALLBACK_BYTES:
+        raise CallbackRejected(413, "malformed: body too large", tally="too_large")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise CallbackRejected(400, "malformed: body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise CallbackRejected(400, "malformed: body is not JSON", tally="not_json") from None
     if not isinstance(data, dict):
-        raise CallbackRejected(400, "malformed: body is not a JSON object")
+        raise CallbackRejected(400, "malformed: body is not a JSON object", tally="not_object")
     fields: dict[str, str] = {}
     for name in (
         "input_OriginalConversationID",
@@ -63,20 +79,20 @@ def _callback_fields(body: bytes) -> dict[str, str]:
         if value is None:
             continue
         if not isinstance(value, str):
-            raise CallbackRejected(400, f"malformed: {name} is not a string")
-        fields[name] = value.strip()
+            raise CallbackRejected(400, f"malformed: {name} is not a string", tally="bad_field")
+        fields[name] = value.strip()[:300]
     if "input_ThirdPartyReference" not in fields and "input_ThirdPartyConversationID" in fields:
         fields["input_ThirdPartyReference"] = fields["input_ThirdPartyConversationID"]
     code = fields.get("input_ResultCode", "")
     if not _CALLBACK_CODE.fullmatch(code):
-        raise CallbackRejected(400, "malformed: input_ResultCode missing or invalid")
+        raise CallbackRejected(400, "malformed: input_ResultCode missing or invalid", tally="bad_field")
     reference = fields.get("input_ThirdPartyReference", "")
     conversation = fields.get("input_OriginalConversationID", "")
     if not reference and not conversation:
-        raise CallbackRejected(400, "malformed: no ThirdPartyReference or OriginalConversationID")
+        raise CallbackRejected(400, "malformed: no ThirdPartyReference or OriginalConversationID", tally="bad_field")
     for value in (reference, conversation, fields.get("input_TransactionID", "")):
         if value and not _CALLBACK_ID.fullmatch(value):
-            raise CallbackRejected(400, "malformed: an identifier has unexpected characters")
+            raise CallbackRejected(400, "malformed: an identifier has unexpected characters", tally="bad_field")
     return fields
 
 
@@ -89,40 +105,52 @@ def _find_attempt(fields: Mapping[str, str]) -> PaymentAttempt:
     if attempt is None and conversation:
         attempt = PaymentAttempt.objects.filter(conversation_id=conversation).first()
     if attempt is None:
-        raise CallbackRejected(404, "unknown reference")
+        raise CallbackRejected(404, "unknown reference", tally="unknown_reference")
     if conversation and attempt.conversation_id and attempt.conversation_id != conversation:
-        raise CallbackRejected(400, "reference and conversation id belong to different payments")
+        raise CallbackRejected(400, "reference and conversation id belong to different payments", tally="mismatch")
     return attempt
 
 
+def _tally(reason: str, now: datetime) -> None:
+    day = timezone.localdate(now)
+    if CallbackRejection.objects.filter(day=day, reason=reason).update(count=F("count") + 1):
+        return
+    try:
+        with transaction.atomic():
+            CallbackRejection.objects.create(day=day, reason=reason, count=1)
+    except IntegrityError:
+        CallbackRejection.objects.filter(day=day, reason=reason).update(count=F("count") + 1)
+
+
 def callback_receive(*, headers: Mapping[str, str], body: bytes, remote_ip: str | None) -> CallbackReceipt:
-    """An inbound result delivery. Stores it raw FIRST, in its own transaction, then checks it:
+    """An inbound result delivery: checked, stored, acknowledged. Takes no payment locks.
 
-    * malformed body → 400; no attempt with that ThirdPartyReference/OriginalConversationID → 404; in both cases
-      the delivery is kept (outcome says why) and nothing else happens;
-    * otherwise the acknowledgement of reference §5.2 (200) and ``process_callback`` is queued, which confirms by
-      status query before any change.
+    * malformed body → 400 (413 when too large); no attempt with that ThirdPartyReference/OriginalConversationID →
+      404. The delivery is kept with at most ``REJECTED_BODY_BYTES`` of its body, state REJECTED, and counted in
+      ``CallbackRejection``; nothing else happens.
+    * otherwise the acknowledgement of reference §5.2 (200) and a QUEUED delivery for the worker
+      (``tasks.queue_callback``), which confirms by status query before any change.
 
-    Takes no payment locks. Headers are stored without cookies or authorization.
+    Headers are stored without cookies or authorization.
     """
-    safe_headers = {k: v[:1000] for k, v in headers.items() if k.lower() not in _DROPPED_HEADERS}
-    with transaction.atomic():
+    now = timezone.now()
+    safe_headers = {
+        k[:100]: v[:500] for k, v in list(headers.items())[:_MAX_HEADERS] if k.lower() not in _DROPPED_HEADERS
+    }
+    try:
+        fields = callback_fields(body)
+        attempt = _find_attempt(fields)
+    except CallbackRejected as rejected:
         delivery = CallbackDelivery.objects.create(
             remote_ip=remote_ip,
             headers=safe_headers,
-            body=body[:MAX_CALLBACK_BYTES].decode("utf-8", "replace"),
-        )
-    try:
-        if len(body) > MAX_CALLBACK_BYTES:
-            raise CallbackRejected(413, "malformed: body too large")
-        fields = _callback_fields(body)
-        attempt = _find_attempt(fields)
-    except CallbackRejected as rejected:
-        CallbackDelivery.objects.filter(pk=delivery.pk).update(
-            processed_at=timezone.now(),
-            outcome="malformed" if rejected.status in (400, 413) else "unknown_reference",
+            body=body[:REJECTED_BODY_BYTES].decode("utf-8", "replace"),
+            state=D.REJECTED,
+            processed_at=now,
+            outcome=rejected.tally,
             error=rejected.reason,
         )
+        _tally(rejected.tally, now)
         logger.warning("callback %s rejected (%s): %s", delivery.pk, rejected.status, rejected.reason)
         return CallbackReceipt(
             status=rejected.status,
@@ -132,18 +160,13 @@ def callback_receive(*, headers: Mapping[str, str], body: bytes, remote_ip: str 
             },
             delivery_id=delivery.pk,
         )
-    CallbackDelivery.objects.filter(pk=delivery.pk).update(attempt=attempt, outcome="queued")
-    delivery_id = delivery.pk
-
-    def queue() -> None:
-        from kulipa.payments import tasks
-
-        try:
-            tasks.process_callback(delivery_id)
-        except Exception:  # the attempt's own reconciliation still settles it
-            logger.exception("could not queue processing of callback %s", delivery_id)
-
-    transaction.on_commit(queue)
+    delivery = CallbackDelivery.objects.create(
+        remote_ip=remote_ip,
+        headers=safe_headers,
+        body=body.decode("utf-8", "replace"),
+        attempt=attempt,
+        state=D.QUEUED,
+    )
     logger.info(
         "callback %s for %s: %s (queued for confirmation)",
         delivery.pk,
@@ -163,43 +186,75 @@ def callback_receive(*, headers: Mapping[str, str], body: bytes, remote_ip: str 
     )
 
 
+def _retry_delay(tries: int) -> timedelta:
+    return timedelta(seconds=min(3600, 10 * 3 ** max(0, tries - 1)))
+
+
 def callback_process(*, delivery_id: int) -> str:
-    """Worker side of a callback: claim the delivery (conditional UPDATE ``queued → processing``), log a CALLBACK
-    event, then confirm with a status query (:func:`attempt_reconcile` with ``force``). Returns the outcome stored
-    on the delivery. Duplicates are harmless: each confirms, and :func:`order_mark_paid` changes nothing twice.
+    """Worker side of a callback: claim the delivery (QUEUED or due RETRY → PROCESSING, a conditional UPDATE),
+    log a CALLBACK event under Order (1) → attempt (2), then confirm with a status query
+    (:func:`attempt_reconcile` with ``force``). Returns the reconcile outcome, ``"retry"``, ``"gave_up"`` or
+    ``"not_claimed"``. Duplicates are harmless: each confirms, and ``order_mark_paid`` changes nothing twice.
+
+    A failure (database, gateway library) → RETRY with backoff; after ``DELIVERY_MAX_TRIES`` → GAVE_UP and an
+    attention item (the attempt's own reconciliation still settles the payment).
     """
-    claimed = CallbackDelivery.objects.filter(pk=delivery_id, outcome="queued", processed_at__isnull=True).update(
-        outcome="processing"
-    )
-    if not claimed:
+    now = timezone.now()
+    delivery = CallbackDelivery.objects.filter(pk=delivery_id).first()
+    if delivery is None or delivery.state not in (D.QUEUED, D.RETRY):
         return "not_claimed"
-    delivery = CallbackDelivery.objects.get(pk=delivery_id)
+    if delivery.state == D.RETRY and delivery.next_try_at is not None and delivery.next_try_at > now:
+        return "not_claimed"
+    tries = delivery.tries + 1
+    if not delivery_transition(delivery_id=delivery_id, source=delivery.state, to=D.PROCESSING, tries=tries):
+        return "not_claimed"
     try:
-        fields = _callback_fields(delivery.body.encode("utf-8"))
+        fields = callback_fields(delivery.body.encode("utf-8"))
         assert delivery.attempt_id is not None
-        attempt = PaymentAttempt.objects.get(pk=delivery.attempt_id)
         hint = CallbackHint(
             result_code=fields.get("input_ResultCode", ""),
             transaction_id=fields.get("input_TransactionID") or None,
             conversation_id=fields.get("input_OriginalConversationID") or None,
             delivery_id=delivery_id,
-            authenticated=callbacks_authenticated(),
+            authenticated=conf.callbacks_authenticated(),
         )
-        with transaction.atomic():  # lock order (1) → attempt (2) first: the insert must not wait out of order
-            _lock_order_and_attempt(attempt.pk)
-            _event(
-                order_id=attempt.order_id,
-                attempt_id=attempt.pk,
-                kind=Kind.CALLBACK,
-                summary=f"callback {attempt.third_party_reference}: {hint.result_code} (unconfirmed)",
-                payload={"delivery_id": delivery_id, "fields": fields, "remote_ip": delivery.remote_ip},
-            )
-        outcome = attempt_reconcile(attempt_id=attempt.pk, force=True, hint=hint, source="callback").value
-        error = ""
+        if tries == 1:
+            with transaction.atomic():
+                order, attempt = locks.order_and_attempt_lock(delivery.attempt_id)
+                event_record(
+                    order_id=order.pk,
+                    attempt_id=attempt.pk,
+                    kind=Kind.CALLBACK,
+                    summary=f"callback {attempt.third_party_reference}: {hint.result_code} (unconfirmed)",
+                    payload={"delivery_id": delivery_id, "fields": fields, "remote_ip": delivery.remote_ip},
+                )
+        outcome = attempt_reconcile(attempt_id=delivery.attempt_id, force=True, hint=hint, source="callback").value
     except Exception as exc:
-        logger.exception("processing callback %s failed", delivery_id)
-        outcome, error = "error", f"{type(exc).__name__}: {exc}"[:2000]
-    CallbackDelivery.objects.filter(pk=delivery_id).update(
-        processed_at=timezone.now() if outcome != "error" else None, outcome=outcome, error=error
+        logger.exception("processing callback %s failed (try %s)", delivery_id, tries)
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        if tries >= conf.DELIVERY_MAX_TRIES:
+            delivery_transition(
+                delivery_id=delivery_id, source=D.PROCESSING, to=D.GAVE_UP, error=error, processed_at=now
+            )
+            attention_raise(
+                kind=AttentionItem.Kind.CALLBACK_FAILED,
+                key=f"delivery:{delivery_id}",
+                order_id=PaymentAttempt.objects.filter(pk=delivery.attempt_id or 0)
+                .values_list("order_id", flat=True)
+                .first(),
+                attempt_id=delivery.attempt_id,
+                reason=f"callback {delivery_id} could not be processed after {tries} tries: {error[:200]}",
+            )
+            return "gave_up"
+        delivery_transition(
+            delivery_id=delivery_id,
+            source=D.PROCESSING,
+            to=D.RETRY,
+            error=error,
+            next_try_at=timezone.now() + _retry_delay(tries),
+        )
+        return "retry"
+    delivery_transition(
+        delivery_id=delivery_id, source=D.PROCESSING, to=D.DONE, outcome=outcome, error="", processed_at=timezone.now()
     )
     return outcome

@@ -1,4 +1,4 @@
-"""Errors of the payment services. ``str(error)`` of a :class:`PaymentError` is shown to the customer."""
+"""Errors of the payment services. ``str(error)`` of a :class:`PaymentError` is shown to the customer or staff."""
 
 from __future__ import annotations
 
@@ -13,3 +13,7 @@ class PaymentNotAllowed(PaymentError):
 
 class InvalidMsisdn(PaymentError):
     """The number is not a Vodacom M-Pesa number."""
+
+
+class ReversalNotAllowed(PaymentError):
+    """Nothing (or not that much) can be reversed for this payment."""

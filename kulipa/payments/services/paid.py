@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -10,23 +11,29 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from kulipa.core import locks
 from kulipa.inventory import services as inventory
 from kulipa.inventory.services import CommitResult
-from kulipa.payments.services._common import (
-    Kind,
-    OrderStatus,
-    PaymentStatus,
-    Reversal,
-    State,
-    _event,
-    _lock_order_and_attempt,
-    logger,
-)
+from kulipa.orders import services as orders
+from kulipa.orders.models import Order
+from kulipa.payments.decisions import Paid, decide_after_stock, decide_confirmed
+from kulipa.payments.events import Kind, event_record
+from kulipa.payments.models import AttentionItem, PaymentAttempt
+from kulipa.payments.services.attention import attention_raise
+from kulipa.payments.transitions import attempt_transition
+
+logger = logging.getLogger("kulipa.payments")
+
+State = PaymentAttempt.State
+OrderStatus = Order.Status
+PaymentStatus = Order.PaymentStatus
 
 
 class PaidOutcome(enum.StrEnum):
     PAID = "paid"
     NEEDS_ATTENTION = "needs_attention"
+    DUPLICATE = "duplicate"
+    """Money for an order another payment had already paid: recorded, a reversal proposed, the order untouched."""
     ALREADY_RECORDED = "already_recorded"
     """This attempt was already recorded as paid: nothing changed (idempotent)."""
 
@@ -46,80 +53,81 @@ def order_mark_paid(
 ) -> PaidResult:
     """THE ONE PLACE that makes an order paid: the gateway confirmed ``confirmed_amount`` for this attempt.
 
-    Locks Order (1), then the attempt (2); ``reservations_commit`` then locks products (3) and reservations (4).
-    May be called inside a caller's transaction that already holds those locks. Idempotent: if the attempt is
-    already SUCCEEDED nothing changes (``changed=False``); concurrent calls serialise on the order lock, and the
-    M-Pesa transaction id is unique across attempts (constraint ``one_attempt_per_mpesa_transaction``).
+    Locks Order (1), then the attempt (2); ``reservations_commit`` then locks products (4) and reservations (5).
+    May run inside a caller's transaction that holds those locks. Idempotent: an attempt already SUCCEEDED changes
+    nothing (``changed=False``) but may learn its M-Pesa transaction id. Decided by
+    :func:`~kulipa.payments.decisions.decide_confirmed` and :func:`~kulipa.payments.decisions.decide_after_stock`:
 
-    * amount ≠ order total → NEEDS_ATTENTION (reason recorded), reversal proposed, stock not committed;
-    * stock committed (or re-acquired after the reservation lapsed: late payment with stock) → PAID;
-    * stock gone (late payment after expiry) → NEEDS_ATTENTION ("paid — needs attention"), reversal proposed;
-    * the order was already paid by another attempt → NEEDS_ATTENTION, reversal of this payment proposed.
+    * the order already has a paying payment → this one is a DUPLICATE: attempt SUCCEEDED, order untouched,
+      attention item with a reversal proposed;
+    * amount ≠ order total → order NEEDS_ATTENTION, stock not sold, reversal proposed;
+    * otherwise the stock is sold (re-acquired if the order had expired or was cancelled and it is still there)
+      → PAID; the stock is gone → NEEDS_ATTENTION ("paga — precisa de atenção"), reversal proposed.
 
-    Records paid_at, paid_amount, mpesa_transaction_id on the order and a DECISION event. ``source`` says what
-    confirmed it (``c2b_response``, ``status_query``, ``callback+status_query``).
+    Never called for a status query that says the payment was reversed (``decide_query_answer``).
     """
     now = timezone.now()
     with transaction.atomic():
-        order, attempt = _lock_order_and_attempt(attempt_id)
-        if attempt.state == State.SUCCEEDED:
-            if transaction_id and not attempt.transaction_id:
-                # Confirmed first by a status query (which carries no TransactionID); keep the id for reversals.
-                attempt.transaction_id = transaction_id[:40]
-                attempt.save(update_fields=["transaction_id", "updated_at"])
-                only_payment = not order.payment_attempts.filter(state=State.SUCCEEDED).exclude(pk=attempt.pk).exists()
-                if not order.mpesa_transaction_id and only_payment:
-                    order.mpesa_transaction_id = attempt.transaction_id
-                    order.save(update_fields=["mpesa_transaction_id", "updated_at"])
-            return PaidResult(PaidOutcome.ALREADY_RECORDED, False, order.pk, attempt.pk)
+        order, attempt = locks.order_and_attempt_lock(attempt_id)
         tid = (transaction_id or attempt.transaction_id or "")[:40]
+        if attempt.state == State.SUCCEEDED:
+            if tid and not attempt.transaction_id:
+                # Confirmed first by a status query (which carries no TransactionID); keep the id for reversals.
+                PaymentAttempt.objects.filter(pk=attempt.pk).update(transaction_id=tid, updated_at=now)
+                if attempt.pays_order:
+                    orders.order_paid_details_set(order=order, mpesa_transaction_id=tid)
+            return PaidResult(PaidOutcome.ALREADY_RECORDED, False, order.pk, attempt.pk)
         previous_state = attempt.state
-        attempt.state = State.SUCCEEDED
-        attempt.transaction_id = tid
-        attempt.result_code = attempt.result_code or "INS-0"
-        attempt.finished_at = now
-        attempt.next_check_at = None
-        reasons: list[str] = []
+        already_paid = PaymentAttempt.objects.filter(order_id=order.pk, pays_order=True).exists()
+        plan = decide_confirmed(
+            order_status=order.status, already_paid=already_paid, amount_matches=confirmed_amount == order.total
+        )
+        attempt_transition(
+            attempt=attempt,
+            to=State.SUCCEEDED,
+            transaction_id=tid,
+            result_code=attempt.result_code or "INS-0",
+            finished_at=now,
+            next_check_at=None,
+            pays_order=plan is not Paid.DUPLICATE,
+        )
         commit: CommitResult | None = None
-        if order.paid_at is not None:
-            reasons.append(
-                _("Pagamento em duplicado: a encomenda já estava paga (%(first)s); reverter %(ref)s.")
-                % {"first": order.mpesa_transaction_id or "?", "ref": attempt.third_party_reference}
-            )
+        reason = ""
+        attention_kind = ""
+        if plan is Paid.DUPLICATE:
+            outcome = PaidOutcome.DUPLICATE
+            attention_kind = AttentionItem.Kind.DUPLICATE_PAYMENT
+            reason = _("Pagamento em duplicado: a encomenda %(ref)s já estava paga; reverter %(tpr)s.") % {
+                "ref": order.short_reference,
+                "tpr": attempt.third_party_reference,
+            }
         else:
-            if confirmed_amount != order.total:
-                reasons.append(
-                    _("Montante confirmado %(paid)s MT diferente do total %(total)s MT.")
-                    % {"paid": confirmed_amount, "total": order.total}
-                )
+            status: str
+            if plan is Paid.AMOUNT_MISMATCH:
+                status = OrderStatus.NEEDS_ATTENTION
+                attention_kind = AttentionItem.Kind.AMOUNT_MISMATCH
+                reason = _("Montante confirmado %(paid)s MT diferente do total %(total)s MT.") % {
+                    "paid": confirmed_amount,
+                    "total": order.total,
+                }
             else:
                 commit = inventory.reservations_commit(order=order)
-                if commit is CommitResult.OUT_OF_STOCK:
-                    reasons.append(
-                        _("Pagamento confirmado depois de a reserva expirar e já não há stock: propor a reversão.")
-                    )
-            order.paid_at = now
-            order.paid_amount = confirmed_amount
-            order.mpesa_transaction_id = tid
-            order.payment_status = PaymentStatus.PAID
-        order.status = OrderStatus.NEEDS_ATTENTION if reasons else OrderStatus.PAID
-        if reasons:
-            order.attention_reason = "\n".join(r for r in [order.attention_reason, *reasons] if r)
-            attempt.reversal_state = Reversal.PROPOSED
-        attempt.save()
-        order.save(
-            update_fields=[
-                "status",
-                "payment_status",
-                "paid_at",
-                "paid_amount",
-                "mpesa_transaction_id",
-                "attention_reason",
-                "updated_at",
-            ]
-        )
-        outcome = PaidOutcome.NEEDS_ATTENTION if reasons else PaidOutcome.PAID
-        _event(
+                status = decide_after_stock(commit=commit)
+                if status == OrderStatus.NEEDS_ATTENTION:
+                    attention_kind = AttentionItem.Kind.LATE_PAYMENT
+                    reason = _("Pagamento confirmado quando os produtos já não estavam disponíveis: propor a reversão.")
+            orders.order_transition(
+                order=order,
+                to=status,
+                paid_at=now,
+                paid_amount=confirmed_amount,
+                mpesa_transaction_id=tid,
+                payment_status=PaymentStatus.PAID,
+            )
+            if reason:
+                orders.order_attention_note(order=order, note=reason)
+            outcome = PaidOutcome.PAID if status == OrderStatus.PAID else PaidOutcome.NEEDS_ATTENTION
+        event_record(
             order_id=order.pk,
             attempt_id=attempt.pk,
             kind=Kind.DECISION,
@@ -130,18 +138,20 @@ def order_mark_paid(
                 "transaction_id": tid,
                 "confirmed_amount": str(confirmed_amount),
                 "order_total": str(order.total),
+                "order_status": order.status,
                 "previous_state": previous_state,
                 "stock": commit.value if commit else None,
-                "reasons": reasons,
+                "reason": reason,
             },
         )
-        if reasons:
-            _event(
+        if attention_kind:
+            attention_raise(
+                kind=attention_kind,
+                key=f"paid:{attempt.pk}",
                 order_id=order.pk,
                 attempt_id=attempt.pk,
-                kind=Kind.REVERSAL,
-                summary=f"reversal proposed for {attempt.third_party_reference}",
-                payload={"state": Reversal.PROPOSED, "transaction_id": tid, "amount": str(confirmed_amount)},
+                reason=reason,
+                propose_reversal=True,
             )
     logger.info("order %s %s by attempt %s (%s)", order.pk, outcome.value, attempt.third_party_reference, source)
-    return PaidResult(outcome, True, order.pk, attempt.pk, commit, "\n".join(reasons))
+    return PaidResult(outcome, True, order.pk, attempt.pk, commit, reason)

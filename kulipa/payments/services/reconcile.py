@@ -1,47 +1,38 @@
-"""Reconciliation: ask the gateway what happened to an attempt and act on the answer; the periodic sweep."""
+"""Reconciliation: ask the gateway what happened to an attempt and apply the answer."""
 
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
-from datetime import datetime
 
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from kulipa.payments import gateway
+from kulipa.core import locks
+from kulipa.payments import conf, gateway
+from kulipa.payments.decisions import TAILED, decide_query_answer
+from kulipa.payments.events import Kind, event_record, result_payload
 from kulipa.payments.models import PaymentAttempt
-from kulipa.payments.services._common import (
-    FINAL_STATE_FOR_OUTCOME,
-    QUEUED_STUCK_AFTER,
-    RECONCILE_LEASE,
-    Kind,
-    State,
-    _event,
-    _lock_order_and_attempt,
-    _result_payload,
-    _schedule_reconcile,
-    _sync_order_payment_status,
-    callback_grace,
-    logger,
-    push_window,
-    reconcile_backoff,
-    reconcile_margin,
-)
-from kulipa.payments.services.attempts import payment_attempt_abandon_queued
-from kulipa.payments.services.paid import order_mark_paid
-from mpesa import MpesaError, Outcome, QueryResult, TransactionStatus
-from mpesa.config import Operation
+from kulipa.payments.services.apply import apply_step
+from kulipa.payments.services.attempts import attempt_clock
+from mpesa import Outcome, QueryResult
+
+logger = logging.getLogger("kulipa.payments")
+
+State = PaymentAttempt.State
+
+ASKABLE = (*PaymentAttempt.IN_FLIGHT, *TAILED)
+"""States whose attempts the reconciler asks about when their ``next_check_at`` is due."""
 
 
 class ReconcileOutcome(enum.StrEnum):
     PAID = "paid"
     FINAL = "final"
-    """Settled as not paid (declined, failed, timed out)."""
+    """Settled as not paid (declined, failed, timed out, unconfirmed)."""
     PENDING = "pending"
-    """Still not known; checked again later."""
+    """Still not known; asked again at ``next_check_at``."""
     NOT_DUE = "not_due"
     ALREADY_FINAL = "already_final"
     UNCHANGED = "unchanged"
@@ -62,34 +53,16 @@ class CallbackHint:
     payment). Otherwise it stays in the CALLBACK event only."""
 
 
-def _final_deadline(attempt: PaymentAttempt) -> datetime:
-    start = attempt.push_deadline or (attempt.push_started_at or attempt.created_at) + push_window()
-    return start + reconcile_margin()
-
-
-def _failure_state(code: str | None) -> str:
-    from mpesa import outcome_for
-
-    if not code:
-        return State.FAILED
-    return FINAL_STATE_FOR_OUTCOME.get(outcome_for(code), State.FAILED)
-
-
 def attempt_reconcile(
     *, attempt_id: int, force: bool = False, hint: CallbackHint | None = None, source: str = "status_query"
 ) -> ReconcileOutcome:
-    """Ask the gateway what happened to an attempt (``input_QueryReference`` = its ThirdPartyReference, with a
-    fresh reference for the query itself), write a STATUS_QUERY event and act on the answer:
+    """Ask the gateway about an attempt (``input_QueryReference`` = its ThirdPartyReference, with a fresh
+    reference for the query itself), write a STATUS_QUERY event and apply what
+    :func:`~kulipa.payments.decisions.decide_query_answer` says.
 
-    * Completed → :func:`order_mark_paid` (also for an attempt already settled as failed: late money is real);
-    * Cancelled → final DECLINED / INSUFFICIENT_FUNDS / FAILED (reason from the push's or the callback's code);
-    * Expired → TIMED_OUT;
-    * N/A (not found or still waiting) → pending while within push deadline + margin, FAILED after that (never a
-      second push); a query that itself fails → back off (``next_check_at``, ``check_count``).
-
-    Without ``force`` the call first claims the attempt (conditional UPDATE on ``next_check_at``), so concurrent
-    reconcilers do not query twice; ``force`` (callbacks, admin "recheck") skips the claim and may query a settled
-    attempt, in which case only Completed changes anything. No lock is held during the query; the answer is
+    Without ``force`` the call first claims the attempt (conditional UPDATE of a due ``next_check_at``), so
+    concurrent reconcilers do not ask twice. ``force`` (callbacks, staff "re-check") asks whatever the state; a
+    closed attempt then changes only if the gateway says Completed. No lock is held during the query; the answer is
     applied under Order (1) → attempt (2) locks.
     """
     now = timezone.now()
@@ -99,122 +72,64 @@ def attempt_reconcile(
     if attempt.state == State.SUCCEEDED:
         return ReconcileOutcome.ALREADY_FINAL
     if attempt.state == State.QUEUED:
-        return ReconcileOutcome.NOT_DUE  # never sent: the sweep dispatches it
+        return ReconcileOutcome.NOT_DUE  # never sent: the dispatcher or the sweep decides
     if not force:
-        if not attempt.in_flight:
-            return ReconcileOutcome.ALREADY_FINAL
         claimed = (
-            PaymentAttempt.objects.filter(pk=attempt_id, state__in=PaymentAttempt.IN_FLIGHT)
-            .filter(Q(next_check_at__lte=now) | Q(next_check_at__isnull=True))
-            .update(next_check_at=now + RECONCILE_LEASE)
+            PaymentAttempt.objects.filter(pk=attempt_id, state__in=ASKABLE, next_check_at__lte=now)
+            .filter(Q(next_check_at__isnull=False))
+            .update(next_check_at=now + conf.RECONCILE_LEASE)
         )
         if not claimed:
             return ReconcileOutcome.NOT_DUE
-    query_reference = gateway.new_reference("Q")
-    try:
-        result = gateway.client().query_transaction_status(
-            query_reference=attempt.third_party_reference, third_party_reference=query_reference
-        )
-    except (MpesaError, ImproperlyConfigured) as exc:
-        result = QueryResult(operation=Operation.QUERY, outcome=Outcome.UNKNOWN, error=f"{type(exc).__name__}: {exc}")
-    return _apply_query(attempt_id=attempt_id, result=result, hint=hint, source=source)
+    result = gateway.query_transaction_status(
+        query_reference=attempt.third_party_reference, third_party_reference=gateway.new_reference("Q")
+    )
+    return attempt_apply_query(attempt_id=attempt_id, result=result, hint=hint, source=source)
 
 
-def _apply_query(*, attempt_id: int, result: QueryResult, hint: CallbackHint | None, source: str) -> ReconcileOutcome:
+def attempt_apply_query(
+    *, attempt_id: int, result: QueryResult, hint: CallbackHint | None = None, source: str = "status_query"
+) -> ReconcileOutcome:
+    """Apply a status query's answer about an attempt, under Order (1) → attempt (2) locks. Idempotent."""
     now = timezone.now()
-    status = result.transaction_status if result.outcome is Outcome.SUCCESS else None
+    query_ok = result.outcome is Outcome.SUCCESS
+    status = result.transaction_status if query_ok else None
     with transaction.atomic():
-        order, attempt = _lock_order_and_attempt(attempt_id)
+        order, attempt = locks.order_and_attempt_lock(attempt_id)
         attempt.check_count += 1
-        _event(
+        PaymentAttempt.objects.filter(pk=attempt.pk).update(check_count=attempt.check_count)
+        event_record(
             order_id=order.pk,
             attempt_id=attempt.pk,
             kind=Kind.STATUS_QUERY,
-            summary=f"query {attempt.third_party_reference}: {status.value if status else result.outcome.value}",
-            payload={**_result_payload(result), "source": source, "check": attempt.check_count},
+            summary=f"query {attempt.third_party_reference}: {status.value if status else result.outcome.value}"
+            + (" (reversed)" if result.reversed else ""),
+            payload={**result_payload(result), "source": source, "check": attempt.check_count},
         )
-        if attempt.state == State.SUCCEEDED:
-            attempt.save(update_fields=["check_count", "updated_at"])
-            return ReconcileOutcome.ALREADY_FINAL
-        if status is TransactionStatus.COMPLETED:
-            attempt.save(update_fields=["check_count", "updated_at"])
-            paid = order_mark_paid(
-                attempt_id=attempt.pk,
-                transaction_id=(hint.transaction_id if hint and hint.authenticated else None)
-                or attempt.transaction_id
-                or None,
-                confirmed_amount=attempt.amount,
-                source=f"{source}" if hint is None else "callback+status_query",
-            )
-            return ReconcileOutcome.PAID if paid.changed else ReconcileOutcome.ALREADY_FINAL
-        if not attempt.in_flight:
-            attempt.save(update_fields=["check_count", "updated_at"])
-            return ReconcileOutcome.ALREADY_FINAL
-        final: str | None = None
-        if status is TransactionStatus.CANCELLED:
-            # The reason: the push's own final code if it had one, else what the callback claimed (harmless
-            # to believe: either way no money moved, the query said so).
-            final = _failure_state(attempt.result_code)
-            if final == State.FAILED and hint is not None:
-                final = _failure_state(hint.result_code)
-        elif status is TransactionStatus.EXPIRED:
-            final = State.TIMED_OUT
-        elif status in (TransactionStatus.NOT_FOUND, TransactionStatus.OTHER) and now >= _final_deadline(attempt):
-            final = State.FAILED
-            attempt.result_description = "not found by status query after the push deadline and margin"
-        if final is not None:
-            attempt.state = final
-            attempt.finished_at = now
-            attempt.next_check_at = None
-            if hint is not None and hint.result_code and not attempt.result_code:
-                attempt.result_code = hint.result_code[:16]
-            attempt.save()
-            _sync_order_payment_status(order, attempt)
-            outcome = ReconcileOutcome.FINAL
-        else:
-            if attempt.state == State.PUSHING and now < (attempt.push_deadline or now):
-                # The worker is still holding the push: look again when its window has closed.
-                attempt.next_check_at = (attempt.push_deadline or now) + callback_grace()
-            else:
-                attempt.next_check_at = now + reconcile_backoff(attempt.check_count - 1)
-                if attempt.state == State.PUSHING and now >= (attempt.push_deadline or now):
-                    # The worker went quiet past the window (died?): treat as unknown from now on.
-                    attempt.state = State.UNKNOWN
-            attempt.save()
-            _sync_order_payment_status(order, attempt)
-            _schedule_reconcile(attempt.pk, attempt.next_check_at)
-            outcome = ReconcileOutcome.PENDING
+        before = attempt.state
+        step = decide_query_answer(
+            state=attempt.state,
+            query_ok=query_ok,
+            status=status,
+            reversed=result.reversed,
+            result_code=attempt.result_code,
+            hint_code=hint.result_code if hint else None,
+            clock=attempt_clock(attempt, now=now),
+        )
+        trusted_tid = hint.transaction_id if hint is not None and hint.authenticated else None
+        apply_step(
+            order=order,
+            attempt=attempt,
+            step=step,
+            now=now,
+            code=(hint.result_code if hint and attempt.state in PaymentAttempt.IN_FLIGHT else "") or "",
+            description="",
+            transaction_id=trusted_tid or attempt.transaction_id or None,
+            source=source if hint is None else "callback+status_query",
+        )
     logger.info("reconciled %s: %s → %s", attempt.third_party_reference, status, attempt.state)
-    return outcome
-
-
-def payments_sweep(*, now: datetime | None = None, limit: int = 1000) -> dict[str, int]:
-    """The periodic safety net (every minute): queue a reconcile for every attempt whose check is due (UNKNOWN,
-    AWAITING_CALLBACK past its deadline, PUSHING past the longest push), re-dispatch QUEUED attempts that got
-    stuck (or fail them once their window is long gone: they were never sent). Idempotent; takes no locks itself.
-    """
-    from kulipa.payments import tasks
-
-    now = now or timezone.now()
-    due = list(
-        PaymentAttempt.objects.filter(
-            state__in=[State.PUSHING, State.AWAITING_CALLBACK, State.UNKNOWN], next_check_at__lte=now
-        )
-        .order_by("next_check_at")
-        .values_list("id", flat=True)[:limit]
-    )
-    for attempt_id in due:
-        tasks.reconcile_attempt(attempt_id)
-    stuck = list(
-        PaymentAttempt.objects.filter(state=State.QUEUED, created_at__lte=now - QUEUED_STUCK_AFTER).values_list(
-            "id", "created_at"
-        )[:limit]
-    )
-    redispatched = abandoned = 0
-    for attempt_id, created_at in stuck:
-        if created_at + push_window() + QUEUED_STUCK_AFTER > now:
-            tasks.dispatch_payment(attempt_id)
-            redispatched += 1
-        elif payment_attempt_abandon_queued(attempt_id=attempt_id):
-            abandoned += 1
-    return {"reconcile": len(due), "redispatched": redispatched, "abandoned": abandoned}
+    if attempt.state == State.SUCCEEDED:
+        return ReconcileOutcome.PAID if before != State.SUCCEEDED else ReconcileOutcome.ALREADY_FINAL
+    if attempt.state in PaymentAttempt.IN_FLIGHT:
+        return ReconcileOutcome.PENDING
+    return ReconcileOutcome.FINAL if before in PaymentAttempt.IN_FLIGHT else ReconcileOutcome.ALREADY_FINAL

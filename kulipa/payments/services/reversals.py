@@ -1,191 +1,249 @@
-"""Reversals requested from the admin (request, send once, reconcile a lost answer) and the admin "recheck"."""
+"""Reversals: request (no network), send once, reconcile a lost answer; what a reversal does to the order and its
+stock. Staff's "re-check" of a payment lives here too."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import logging
+from decimal import Decimal
 
-from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from kulipa.core import locks
 from kulipa.inventory import services as inventory
+from kulipa.orders import services as orders
 from kulipa.orders.models import Order
-from kulipa.payments import gateway
-from kulipa.payments.models import PaymentAttempt
-from kulipa.payments.services._common import (
-    Kind,
-    OrderStatus,
-    Reversal,
-    State,
-    _event,
-    _lock_order_and_attempt,
-    _result_payload,
-    logger,
-)
-from kulipa.payments.services.errors import PaymentError
-from mpesa import MpesaError, Outcome, Result, TransactionStatus
-from mpesa.config import Operation
+from kulipa.payments import conf, gateway
+from kulipa.payments.decisions import decide_reversal_answer, decide_reversal_query
+from kulipa.payments.events import Kind, event_record, result_payload
+from kulipa.payments.models import AttentionItem, PaymentAttempt, Reversal
+from kulipa.payments.services.attention import attention_raise
+from kulipa.payments.services.errors import ReversalNotAllowed
+from kulipa.payments.transitions import reversal_transition
+from mpesa import Outcome
 
-REVERSAL_STUCK_AFTER = timedelta(minutes=5)
-"""A reversal answers in seconds; one still SENDING after this lost its worker and is reconciled by query."""
+logger = logging.getLogger("kulipa.payments")
+
+R = Reversal.State
+OrderStatus = Order.Status
+PaymentStatus = Order.PaymentStatus
 
 
-def payment_reversal_request(*, attempt_id: int, requested_by: str) -> PaymentAttempt:
-    """Staff asked to give the money of a paid attempt back. No network: stores the reversal's own
-    ThirdPartyReference (before anything is sent), moves the reversal to REQUESTED, writes a REVERSAL event and
-    queues ``reverse_payment``. Locks Order (1) → attempt (2). Idempotent: a reversal already requested, sent or
-    done is left alone. Raises :class:`PaymentError` when there is nothing that can be reversed.
+def reversed_total(*, attempt_id: int, states: tuple[str, ...] = (R.SUCCEEDED,)) -> Decimal:
+    total = Reversal.objects.filter(attempt_id=attempt_id, state__in=states).aggregate(s=Sum("amount"))["s"]
+    return total or Decimal("0.00")
+
+
+def payment_reversal_request(
+    *,
+    attempt_id: int,
+    requested_by: str,
+    reason: str = "",
+    amount: Decimal | None = None,
+    restock: bool | None = None,
+) -> Reversal:
+    """Ask to give back ``amount`` (default: all that is left) of a paid attempt. No network: stores the
+    reversal with its own ThirdPartyReference (before anything is sent) as REQUESTED and a REVERSAL event; the
+    caller queues the send after commit (``tasks.queue_reversal``). Locks Order (1) → attempt (2).
+
+    ``restock`` (default: yes for a reversal that gives back the whole of the order's paying payment, no
+    otherwise) returns the sold units to stock when the reversal succeeds. Idempotent against double clicks: while
+    a reversal of this attempt is open it is returned instead. Raises :class:`ReversalNotAllowed`.
     """
     with transaction.atomic():
-        order, attempt = _lock_order_and_attempt(attempt_id)
-        if attempt.reversal_state in (Reversal.REQUESTED, Reversal.SENDING, Reversal.DONE, Reversal.UNKNOWN):
-            return attempt
-        if attempt.state != State.SUCCEEDED:
-            raise PaymentError(_("Só um pagamento confirmado pode ser revertido."))
+        order, attempt = locks.order_and_attempt_lock(attempt_id)
+        open_one = Reversal.objects.filter(attempt_id=attempt.pk, state__in=Reversal.OPEN).first()
+        if open_one is not None:
+            return open_one
+        if attempt.state != PaymentAttempt.State.SUCCEEDED:
+            raise ReversalNotAllowed(_("Só um pagamento confirmado pode ser revertido."))
         if not attempt.transaction_id:
-            raise PaymentError(_("Sem o ID da transacção M-Pesa não é possível reverter aqui; use o portal M-Pesa."))
-        attempt.reversal_state = Reversal.REQUESTED
-        attempt.reversal_reference = gateway.new_reference("R")
-        attempt.save(update_fields=["reversal_state", "reversal_reference", "updated_at"])
-        _event(
+            raise ReversalNotAllowed(
+                _("Sem o ID da transacção M-Pesa não é possível reverter aqui; use o portal M-Pesa.")
+            )
+        left = attempt.amount - reversed_total(attempt_id=attempt.pk)
+        amount = left if amount is None else Decimal(amount)
+        if amount <= 0 or amount > left:
+            raise ReversalNotAllowed(_("Pode reverter no máximo %(left)s MT deste pagamento.") % {"left": left})
+        full = amount == left and attempt.pays_order
+        try:
+            with transaction.atomic():
+                reversal = Reversal.objects.create(
+                    attempt=attempt,
+                    reference=gateway.new_reference("R"),
+                    amount=amount,
+                    restock=full if restock is None else restock,
+                    reason=reason[:300],
+                    requested_by=requested_by[:150],
+                )
+        except IntegrityError:  # requested concurrently: the open one stands
+            return Reversal.objects.get(attempt_id=attempt.pk, state__in=Reversal.OPEN)
+        event_record(
             order_id=order.pk,
             attempt_id=attempt.pk,
             kind=Kind.REVERSAL,
-            summary=f"reversal of {attempt.transaction_id} requested by {requested_by}",
+            summary=f"reversal {reversal.reference} of {attempt.transaction_id} ({amount} MZN) requested by "
+            f"{requested_by}",
             payload={
-                "state": Reversal.REQUESTED,
+                "state": R.REQUESTED,
                 "transaction_id": attempt.transaction_id,
-                "reversal_reference": attempt.reversal_reference,
-                "amount": str(attempt.amount),
+                "reversal_reference": reversal.reference,
+                "amount": str(amount),
+                "restock": reversal.restock,
+                "reason": reason,
                 "requested_by": requested_by,
             },
         )
-        pk = attempt.pk
-
-        def queue() -> None:
-            from kulipa.payments import tasks
-
-            tasks.reverse_payment(pk)
-
-        transaction.on_commit(queue)
-    return attempt
+    return reversal
 
 
-def payment_reversal_send(*, attempt_id: int) -> PaymentAttempt | None:
-    """Worker: REQUESTED → SENDING (conditional UPDATE; only the winner sends, a reversal is sent once), call the
-    library's reversal (full amount), record the REVERSAL event and the outcome under Order (1) → attempt (2).
-    A reversal of the order's paying transaction cancels the order and releases any live reservation."""
-    if not PaymentAttempt.objects.filter(pk=attempt_id, reversal_state=Reversal.REQUESTED).update(
-        reversal_state=Reversal.SENDING, updated_at=timezone.now()
-    ):
+def payment_reversal_send(*, reversal_id: int) -> Reversal | None:
+    """Worker: REQUESTED → SENDING (conditional UPDATE: only the winner sends; a reversal is sent once), call the
+    gateway outside any transaction, then record the answer under Order (1) → attempt (2) → reversal (3)."""
+    reversal = Reversal.objects.select_related("attempt").filter(pk=reversal_id).first()
+    if reversal is None or reversal.state != R.REQUESTED:
         return None
-    attempt = PaymentAttempt.objects.get(pk=attempt_id)
-    assert attempt.reversal_reference
-    try:
-        result = gateway.client().reversal(
-            transaction_id=attempt.transaction_id, third_party_reference=attempt.reversal_reference
-        )
-    except (MpesaError, ImproperlyConfigured) as exc:
-        result = Result(
-            operation=Operation.REVERSAL,
-            outcome=Outcome.INVALID_REQUEST,
-            description="refused before sending",
-            error=f"{type(exc).__name__}: {exc}"[:500],
-        )
     now = timezone.now()
+    if not reversal_transition(reversal=reversal, to=R.SENDING, sent_at=now):
+        return None
+    result = gateway.reversal(
+        transaction_id=reversal.attempt.transaction_id,
+        third_party_reference=reversal.reference,
+        amount=reversal.amount,
+    )
     with transaction.atomic():
-        order, attempt = _lock_order_and_attempt(attempt_id)
-        if result.outcome is Outcome.SUCCESS:
-            attempt.reversal_state = Reversal.DONE
-            attempt.reversal_transaction_id = (result.transaction_id or "")[:40]
-            attempt.reversed_at = now
-        elif result.outcome is Outcome.UNKNOWN:
-            attempt.reversal_state = Reversal.UNKNOWN
-        else:
-            attempt.reversal_state = Reversal.FAILED
-        attempt.save()
-        _event(
+        order, attempt, reversal = locks.reversal_lock(reversal_id)
+        event_record(
             order_id=order.pk,
             attempt_id=attempt.pk,
             kind=Kind.REVERSAL,
-            summary=f"reversal of {attempt.transaction_id}: {result.outcome.value} {result.code or ''}".strip(),
-            payload={**_result_payload(result), "state": attempt.reversal_state},
+            summary=f"reversal {reversal.reference}: {result.outcome.value} {result.code or ''}".strip(),
+            payload=result_payload(result),
         )
-        if attempt.reversal_state == Reversal.DONE:
-            _order_after_reversal(order, attempt)
-    logger.info("reversal %s of %s: %s", attempt.reversal_reference, attempt.transaction_id, attempt.reversal_state)
-    return attempt
+        if reversal.state != R.SENDING:
+            return reversal
+        to = decide_reversal_answer(outcome=result.outcome, sent=result.sent)
+        _reversal_settle(
+            order=order,
+            attempt=attempt,
+            reversal=reversal,
+            to=to,
+            code=result.code or "",
+            description=result.description or result.error or "",
+            transaction_id=result.transaction_id or "",
+        )
+    logger.info("reversal %s of %s: %s", reversal.reference, attempt.transaction_id, reversal.state)
+    return reversal
 
 
-def _order_after_reversal(order: Order, attempt: PaymentAttempt) -> None:
-    """A reversal is DONE: note it on the order; if it gave back the order's paying transaction, the order is
-    cancelled and any live reservation released. Caller holds Order (1) → attempt (2)."""
-    note = _("Pagamento %(tid)s revertido (%(rid)s).") % {
-        "tid": attempt.transaction_id,
-        "rid": attempt.reversal_transaction_id or attempt.reversal_reference,
-    }
-    order.attention_reason = "\n".join(r for r in [order.attention_reason, note] if r)
-    if attempt.transaction_id == order.mpesa_transaction_id:
-        order.status = OrderStatus.CANCELLED
-        inventory.reservations_release(order=order)
-    order.save(update_fields=["attention_reason", "status", "updated_at"])
-
-
-def payment_reversal_reconcile(*, attempt_id: int) -> PaymentAttempt:
-    """A reversal whose answer was lost (UNKNOWN): ask by its own ThirdPartyReference. Never resent.
-
-    Completed → DONE (with the same order effects as a direct answer); Cancelled or Expired → FAILED (staff may
-    request again, with a new reference); N/A or a failed query → still UNKNOWN, asked again by the sweep.
-    The query runs outside any transaction; the result is applied under Order (1) → attempt (2). Idempotent.
-    """
-    attempt = PaymentAttempt.objects.get(pk=attempt_id)
-    if attempt.reversal_state != Reversal.UNKNOWN or not attempt.reversal_reference:
-        return attempt
-    result = gateway.client().query_transaction_status(
-        query_reference=attempt.reversal_reference, third_party_reference=gateway.new_reference("Q")
+def payment_reversal_reconcile(*, reversal_id: int) -> Reversal:
+    """A reversal whose answer was lost (UNKNOWN): ask by its own reference; never resent. Completed → SUCCEEDED
+    (same effects as a direct answer); Cancelled/Expired → FAILED; otherwise asked again later (backoff), and a
+    person is told once it is older than ``STUCK_AFTER``."""
+    reversal = Reversal.objects.get(pk=reversal_id)
+    if reversal.state != R.UNKNOWN:
+        return reversal
+    result = gateway.query_transaction_status(
+        query_reference=reversal.reference, third_party_reference=gateway.new_reference("Q")
     )
-    status = result.transaction_status if result.outcome is Outcome.SUCCESS else None
+    query_ok = result.outcome is Outcome.SUCCESS
+    now = timezone.now()
     with transaction.atomic():
-        order, attempt = _lock_order_and_attempt(attempt_id)
-        _event(
+        order, attempt, reversal = locks.reversal_lock(reversal_id)
+        event_record(
             order_id=order.pk,
             attempt_id=attempt.pk,
             kind=Kind.STATUS_QUERY,
-            summary=f"reversal query {attempt.reversal_reference}: {status or result.outcome.value}",
-            payload=_result_payload(result),
+            summary=f"reversal query {reversal.reference}: "
+            f"{result.transaction_status if query_ok else result.outcome.value}",
+            payload=result_payload(result),
         )
-        if attempt.reversal_state != Reversal.UNKNOWN:
-            return attempt
-        if status is TransactionStatus.COMPLETED:
-            attempt.reversal_state = Reversal.DONE
-            attempt.reversed_at = timezone.now()
-            attempt.save(update_fields=["reversal_state", "reversed_at", "updated_at"])
-            _order_after_reversal(order, attempt)
-        elif status in (TransactionStatus.CANCELLED, TransactionStatus.EXPIRED):
-            attempt.reversal_state = Reversal.FAILED
-            attempt.save(update_fields=["reversal_state", "updated_at"])
-    logger.info("reversal %s reconciled: %s", attempt.reversal_reference, attempt.reversal_state)
-    return attempt
+        if reversal.state != R.UNKNOWN:
+            return reversal
+        to = decide_reversal_query(query_ok=query_ok, status=result.transaction_status)
+        if to is None:
+            checks = reversal.check_count + 1
+            Reversal.objects.filter(pk=reversal.pk).update(
+                check_count=checks, next_check_at=now + conf.reconcile_backoff(checks), updated_at=now
+            )
+            return reversal
+        _reversal_settle(
+            order=order, attempt=attempt, reversal=reversal, to=to, code="", description="", transaction_id=""
+        )
+    logger.info("reversal %s reconciled: %s", reversal.reference, reversal.state)
+    return reversal
 
 
-def reversals_due(*, now: datetime, stuck_after: timedelta = REVERSAL_STUCK_AFTER) -> list[int]:
-    """Attempts whose reversal needs a status query: UNKNOWN ones, and SENDING ones whose worker evidently died
-    (no answer recorded for ``stuck_after``; moved to UNKNOWN here with a conditional update)."""
-    PaymentAttempt.objects.filter(reversal_state=Reversal.SENDING, updated_at__lte=now - stuck_after).update(
-        reversal_state=Reversal.UNKNOWN, updated_at=now
-    )
-    return list(PaymentAttempt.objects.filter(reversal_state=Reversal.UNKNOWN).values_list("id", flat=True)[:1000])
+def _reversal_settle(
+    *,
+    order: Order,
+    attempt: PaymentAttempt,
+    reversal: Reversal,
+    to: str,
+    code: str,
+    description: str,
+    transaction_id: str,
+) -> None:
+    """Record a reversal's new state and what follows. Caller holds locks 1 → 2 → 3."""
+    now = timezone.now()
+    fields: dict[str, object] = {"result_code": code[:16], "result_description": description[:300]}
+    if to == R.UNKNOWN:
+        fields["next_check_at"] = now + conf.reconcile_backoff(0)
+    else:
+        fields.update(finished_at=now, next_check_at=None)
+    if transaction_id:
+        fields["transaction_id"] = transaction_id[:40]
+    reversal_transition(reversal=reversal, to=to, **fields)
+    if to == R.FAILED:
+        attention_raise(
+            kind=AttentionItem.Kind.REVERSAL_FAILED,
+            key=f"reversal:{reversal.pk}",
+            order_id=order.pk,
+            attempt_id=attempt.pk,
+            reason=f"reversal {reversal.reference} of {reversal.amount} MT failed: {code} {description}".strip(),
+        )
+    if to == R.SUCCEEDED:
+        _order_after_reversal(order=order, attempt=attempt, reversal=reversal)
 
 
-# --- admin helpers ---------------------------------------------------------------------------------------
-def order_payment_recheck(*, order: Order) -> int:
-    """Queue a forced status query for the order's latest attempt (admin "recheck status"). No network here."""
-    from kulipa.payments import tasks
+def _order_after_reversal(*, order: Order, attempt: PaymentAttempt, reversal: Reversal) -> None:
+    """A reversal succeeded: the order's payment status, status and stock follow. Caller holds locks 1 → 2 → 3.
 
-    latest = PaymentAttempt.objects.filter(order_id=order.pk).order_by("-id").first()
-    if latest is None or latest.state in (State.QUEUED, State.SUCCEEDED):
-        return 0
-    attempt_id = latest.pk
-    transaction.on_commit(lambda: tasks.reconcile_attempt(attempt_id, force=True))
-    return 1
+    * the order's paying payment given back in full → order CANCELLED (nothing will be delivered), payment status
+      "devolvido"; in part → "devolvido em parte";
+    * a duplicate payment given back → the order is untouched;
+    * ``reversal.restock`` → the sold units return to stock (an event says which).
+    """
+    back = reversed_total(attempt_id=attempt.pk)
+    note = _("Pagamento %(tid)s: %(amount)s MT devolvidos (%(ref)s).") % {
+        "tid": attempt.transaction_id,
+        "amount": reversal.amount,
+        "ref": reversal.transaction_id or reversal.reference,
+    }
+    orders.order_attention_note(order=order, note=note)
+    if attempt.pays_order:
+        if back >= attempt.amount:
+            orders.order_payment_status_set(order=order, payment_status=PaymentStatus.REFUNDED)
+            if order.status in (OrderStatus.PAID, OrderStatus.NEEDS_ATTENTION):
+                orders.order_transition(order=order, to=OrderStatus.CANCELLED)
+            inventory.reservations_release(order=order)
+        else:
+            orders.order_payment_status_set(order=order, payment_status=PaymentStatus.PARTIALLY_REFUNDED)
+    if reversal.restock:
+        returned = inventory.reservations_return(order=order)
+        event_record(
+            order_id=order.pk,
+            attempt_id=attempt.pk,
+            kind=Kind.DECISION,
+            summary=f"restocked after reversal {reversal.reference}: {sum(returned.values())} unit(s)",
+            payload={"decision": "restocked", "reversal": reversal.reference, "units": returned},
+        )
+
+
+def order_payment_recheck(*, order: Order) -> int | None:
+    """The attempt staff's "re-check" should ask about: the order's latest sent attempt (None: nothing to ask).
+    The caller queues ``tasks.queue_reconcile(attempt_id, force=True)``. No network here."""
+    latest = PaymentAttempt.objects.filter(order_id=order.pk).exclude(state=PaymentAttempt.State.QUEUED).order_by("-id")
+    return latest.values_list("id", flat=True).first()

@@ -19,8 +19,9 @@ from huey.contrib.djhuey import HUEY
 from kulipa.cart.services import SESSION_KEY as CART_SESSION_KEY
 from kulipa.catalog.models import Product
 from kulipa.orders.models import Order
-from kulipa.payments import gateway, services
-from kulipa.payments.push_engine import get_engine
+from kulipa.payments import gateway, services, tasks
+from kulipa.payments.models import PaymentAttempt
+from kulipa.payments.tasks import engine as get_engine
 from mpesa.sandbox import RuntimeConfig, ThreadedSandbox, run_in_thread
 from mpesa.sandbox.testing import fast_settings
 
@@ -155,7 +156,7 @@ def reconcile_until(predicate: Callable[[], Any], *, timeout: float = 20.0, what
 
     def step() -> Any:
         get_engine().wait_idle(5)
-        services.payments_sweep()
+        tasks.sweep()
         return predicate()
 
     return wait_for(step, timeout=timeout, interval=0.1, what=what)
@@ -168,6 +169,29 @@ def product(*, price: str = "125.50", stock: int = 10) -> Product:
     return Product.objects.create(
         name=f"Produto {n}", slug=f"produto-{n}", price=Decimal(price), stock_on_hand=stock, is_active=True
     )
+
+
+def place(
+    quantities: dict[int, int], *, msisdn: str = "258840000001", token: str | None = None, push: bool = True
+) -> tuple[Order, PaymentAttempt]:
+    """Checkout without HTTP (``checkout_place``), then queue the push unless ``push`` is False."""
+    from kulipa.orders.tests.factories import snapshot_for
+
+    order, attempt = services.checkout_place(
+        quantities=quantities,
+        confirmed=snapshot_for(quantities),
+        customer_name="Ana Cossa",
+        msisdn=msisdn,
+        email="",
+        delivery_address="",
+        user=None,
+        session_key="s",
+        checkout_token=token or secrets.token_urlsafe(16),
+    )
+    assert attempt is not None
+    if push:
+        tasks.dispatch_payment(attempt.pk)
+    return order, attempt
 
 
 def checkout(client: Client, quantities: dict[int, int], *, msisdn: str) -> Order:

@@ -12,8 +12,14 @@ from django.test import Client
 
 from kulipa.catalog.models import Product
 from kulipa.orders.models import Order
-from kulipa.payments.models import CallbackDelivery, PaymentAttempt, PaymentEvent
-from kulipa.payments.push_engine import get_engine
+from kulipa.payments.models import (
+    REJECTED_BODY_BYTES,
+    CallbackDelivery,
+    CallbackRejection,
+    PaymentAttempt,
+    PaymentEvent,
+)
+from kulipa.payments.tasks import engine as get_engine
 from kulipa.payments.tests.conftest import (
     Simulator,
     checkout,
@@ -163,7 +169,7 @@ def test_forged_success_callback_for_an_unpaid_order_changes_nothing(sim: Simula
         order.refresh_from_db()
         assert order.status == Order.Status.AWAITING_PAYMENT and order.paid_at is None
         assert PaymentAttempt.objects.get(pk=attempt.pk).state == state
-        assert not order.payment_events.filter(kind=Kind.DECISION).exists()
+        assert not order.payment_events.filter(kind=Kind.DECISION, summary__startswith="paid").exists()
         assert order.payment_events.filter(kind=Kind.CALLBACK).count() == 1
         assert order.payment_events.filter(kind=Kind.STATUS_QUERY).count() == 1
     assert Product.objects.get(pk=item.pk).stock_on_hand == 1
@@ -221,15 +227,21 @@ def test_unknown_reference_is_refused_with_no_side_effect(sim: Simulator) -> Non
         {"input_ResultCode": "INS-0"},  # no reference
         {"input_ResultCode": "INS-0", "input_ThirdPartyReference": 12},
         {"input_ResultCode": "INS-0", "input_ThirdPartyReference": "K' OR 1=1"},
+        b"[" * 20_000 + b"]" * 20_000,  # nested deeper than the parser's recursion limit
+        b'{"a":' * 6_000 + b"1" + b"}" * 6_000,
     ],
 )
-def test_malformed_body_is_refused_and_stored(sim: Simulator, body: Any) -> None:
+def test_malformed_body_is_refused_stored_capped_and_counted(sim: Simulator, body: Any) -> None:
     response = post_callback(Client(), body, HTTP_COOKIE="sessionid=secret", HTTP_AUTHORIZATION="Bearer x")
     assert response.status_code == 400
     delivery = CallbackDelivery.objects.get()
-    assert delivery.outcome == "malformed"
+    assert delivery.state == CallbackDelivery.State.REJECTED
+    assert len(delivery.body.encode()) <= REJECTED_BODY_BYTES  # garbage cannot fill the disk
     assert not {k.lower() for k in delivery.headers} & {"cookie", "authorization"}
     assert PaymentEvent.objects.count() == 0
+    assert CallbackRejection.objects.get().count == 1
+    post_callback(Client(), body)
+    assert CallbackRejection.objects.get().count == 2
 
 
 def test_callback_only_accepts_post(sim: Simulator) -> None:

@@ -13,18 +13,16 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from huey.contrib.djhuey import HUEY
 
 from kulipa.accounts.models import User
 from kulipa.catalog.models import Product
 from kulipa.inventory.models import StockReservation
 from kulipa.orders.models import Order
-from kulipa.orders.services import order_create, order_expire_due
 from kulipa.orders.tests.factories import snapshot_for
-from kulipa.payments import services
-from kulipa.payments.models import PaymentAttempt, PaymentEvent
-from kulipa.payments.push_engine import get_engine
-from kulipa.payments.tests.conftest import Simulator, checkout, product, status, wait_for, wait_status
+from kulipa.payments import services, tasks
+from kulipa.payments.models import AttentionItem, PaymentAttempt, PaymentEvent, Reversal
+from kulipa.payments.tasks import engine as get_engine
+from kulipa.payments.tests.conftest import Simulator, checkout, place, product, status, wait_for, wait_status
 
 State = PaymentAttempt.State
 Kind = PaymentEvent.Kind
@@ -35,11 +33,11 @@ def expire_while_pushing(order: Order) -> PaymentAttempt:
     """The reconciler gave up on the attempt (not found past deadline + margin) and the order expired, releasing
     its stock; the customer's phone still shows the prompt."""
     attempt = order.payment_attempts.get()
-    PaymentAttempt.objects.filter(pk=attempt.pk).update(state=State.FAILED, finished_at=timezone.now())
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(state=State.UNCONFIRMED, finished_at=timezone.now())
     past = timezone.now() - timedelta(minutes=1)
     Order.objects.filter(pk=order.pk).update(expires_at=past)
     order.reservations.update(expires_at=past)
-    assert order_expire_due() == 1
+    assert services.orders_expire_due() == 1
     assert Order.objects.get(pk=order.pk).status == Order.Status.EXPIRED
     return attempt
 
@@ -53,7 +51,7 @@ def test_late_payment_after_expiry(sim: Simulator, stock_left: bool) -> None:
     prompt = wait_for(lambda: sim.prompts(PHONE_00), what="prompt")[0]
     attempt = expire_while_pushing(order)
     if not stock_left:  # someone else bought the last unit meanwhile
-        other = order_create(
+        other, other_attempt = services.checkout_place(
             quantities={item.pk: 1},
             confirmed=snapshot_for({item.pk: 1}),
             customer_name="B",
@@ -64,7 +62,8 @@ def test_late_payment_after_expiry(sim: Simulator, stock_left: bool) -> None:
             session_key="b",
             checkout_token="other-buyer",
         )
-        services.payment_attempt_start(order=other)
+        assert other_attempt is not None
+        tasks.dispatch_payment(other_attempt.pk)
         wait_for(lambda: Order.objects.get(pk=other.pk).status == Order.Status.PAID, what="other paid")
     sim.answer(PHONE_00, prompt["conversation_id"], approve=True)  # the money arrives late
     wait_for(lambda: PaymentAttempt.objects.get(pk=attempt.pk).state == State.SUCCEEDED, what="late success")
@@ -76,12 +75,13 @@ def test_late_payment_after_expiry(sim: Simulator, stock_left: bool) -> None:
         assert Product.objects.get(pk=item.pk).stock_on_hand == 0
         decision = order.payment_events.get(kind=Kind.DECISION)
         assert decision.payload["stock"] == "reacquired"
-        assert attempt.reversal_state == ""
+        assert not AttentionItem.objects.exists()
         return
     assert order.status == Order.Status.NEEDS_ATTENTION
-    assert "stock" in order.attention_reason
-    assert attempt.reversal_state == PaymentAttempt.Reversal.PROPOSED
-    assert order.payment_events.filter(kind=Kind.REVERSAL).count() == 1
+    assert "disponíveis" in order.attention_reason
+    flagged = AttentionItem.objects.get()
+    assert flagged.kind == AttentionItem.Kind.LATE_PAYMENT and flagged.propose_reversal
+    assert flagged.attempt_id == attempt.pk
     assert Product.objects.get(pk=item.pk).stock_on_hand == 0  # not decremented twice, never negative
     data = status(client, order)
     assert data["paid"] is True and data["status"] == "needs_attention" and "verificar" in data["message"]
@@ -94,12 +94,12 @@ def test_late_payment_after_expiry(sim: Simulator, stock_left: bool) -> None:
     response = admin.post(changelist, {"action": "reverse_payment", "_selected_action": [order.pk]})
     assert response.status_code == 302
     wait_for(
-        lambda: PaymentAttempt.objects.get(pk=attempt.pk).reversal_state == PaymentAttempt.Reversal.DONE,
+        lambda: Reversal.objects.filter(attempt=attempt, state=Reversal.State.SUCCEEDED).exists(),
         what="reversal done",
     )
     order.refresh_from_db()
-    assert order.status == Order.Status.CANCELLED
-    assert order.payment_events.filter(kind=Kind.REVERSAL).count() == 3  # proposed, requested, result
+    assert order.status == Order.Status.CANCELLED and order.payment_status == Order.PaymentStatus.REFUNDED
+    assert order.payment_events.filter(kind=Kind.REVERSAL).count() == 2  # requested, result
     tx = sim.transaction(attempt.third_party_reference)
     assert tx is not None and tx["reversed"] is True and Decimal(tx["reversed_amount"]) == order.total
     # A second click on "reverse" sends nothing more.
@@ -140,22 +140,8 @@ def test_admin_is_read_only_and_recheck_queues_a_query(sim: Simulator) -> None:
 
 def test_concurrent_mark_paid_pays_once_and_takes_stock_once(sim: Simulator) -> None:
     item = product(stock=3)
-    order = order_create(
-        quantities={item.pk: 2},
-        confirmed=snapshot_for({item.pk: 2}),
-        customer_name="Ana",
-        msisdn="258840000001",
-        email="",
-        delivery_address="",
-        user=None,
-        session_key="s",
-        checkout_token="race-mark-paid",
-    )
-    HUEY.immediate = False  # do not push: the threads below play the confirmations
-    try:
-        attempt = services.payment_attempt_start(order=order)
-    finally:
-        HUEY.immediate = True
+    order, attempt = place({item.pk: 2}, token="race-mark-paid", push=False)
+    assert services.payment_attempt_claim_push(attempt_id=attempt.pk) is not None  # sent, answer pending
     n = 8
     barrier = threading.Barrier(n)
     results: list[Any] = []
@@ -189,22 +175,8 @@ def test_concurrent_mark_paid_pays_once_and_takes_stock_once(sim: Simulator) -> 
 
 def test_amount_mismatch_needs_attention(sim: Simulator) -> None:
     item = product(stock=1)
-    order = order_create(
-        quantities={item.pk: 1},
-        confirmed=snapshot_for({item.pk: 1}),
-        customer_name="Ana",
-        msisdn="258840000001",
-        email="",
-        delivery_address="",
-        user=None,
-        session_key="s",
-        checkout_token="mismatch",
-    )
-    HUEY.immediate = False
-    try:
-        attempt = services.payment_attempt_start(order=order)
-    finally:
-        HUEY.immediate = True
+    order, attempt = place({item.pk: 1}, token="mismatch", push=False)
+    assert services.payment_attempt_claim_push(attempt_id=attempt.pk) is not None  # sent, answer pending
     result = services.order_mark_paid(
         attempt_id=attempt.pk, transaction_id="TXLESS1", confirmed_amount=Decimal("1.00"), source="test"
     )
@@ -223,18 +195,7 @@ def test_push_engine_holds_300_pending_pushes(sim: Simulator) -> None:
     numbers = [f"25884{i:05d}00" for i in range(n)]
     orders = []
     for i, msisdn in enumerate(numbers):
-        order = order_create(
-            quantities={item.pk: 1},
-            confirmed=snapshot_for({item.pk: 1}),
-            customer_name=f"C{i}",
-            msisdn=msisdn,
-            email="",
-            delivery_address="",
-            user=None,
-            session_key="s",
-            checkout_token=f"capacity-{i}",
-        )
-        services.payment_attempt_start(order=order)
+        order, _attempt = place({item.pk: 1}, msisdn=msisdn, token=f"capacity-{i}")
         orders.append(order)
     engine = get_engine()
     assert engine.wait_holding(n, timeout=60), engine.stats()
@@ -276,26 +237,25 @@ def test_a_reversal_whose_answer_was_lost_is_settled_by_the_sweep(sim: Simulator
     order = checkout(Client(), {product(stock=1).pk: 1}, msisdn="258840000001")
     wait_for(lambda: Order.objects.get(pk=order.pk).status == Order.Status.PAID, what="paid")
     attempt = order.payment_attempts.get()
-    reference = gateway.new_reference("R")
+    reversal = services.payment_reversal_request(attempt_id=attempt.pk, requested_by="staff", reason="test")
+    reference = reversal.reference
     long_ago = timezone.now() - timedelta(minutes=10)
-    PaymentAttempt.objects.filter(pk=attempt.pk).update(
-        reversal_state=PaymentAttempt.Reversal.SENDING, reversal_reference=reference, updated_at=long_ago
-    )
+    Reversal.objects.filter(pk=reversal.pk).update(state=Reversal.State.SENDING, sent_at=long_ago)
     if reached_gateway:  # what the dead worker had sent
         sent = gateway.client().reversal(transaction_id=attempt.transaction_id, third_party_reference=reference)
         assert sent.ok
 
     tasks.payments_sweep.call_local()
 
-    attempt.refresh_from_db()
+    reversal.refresh_from_db()
     order.refresh_from_db()
     reversals = [t for t in sim.transactions() if t["kind"] == "reversal"]
     assert len(reversals) == (1 if reached_gateway else 0)  # never resent
     if reached_gateway:
-        assert attempt.reversal_state == PaymentAttempt.Reversal.DONE
+        assert reversal.state == Reversal.State.SUCCEEDED
         assert order.status == Order.Status.CANCELLED
-        assert "revertido" in order.attention_reason
+        assert "devolvidos" in order.attention_reason
     else:
-        assert attempt.reversal_state == PaymentAttempt.Reversal.UNKNOWN  # not known: still asked, never guessed
+        assert reversal.state == Reversal.State.UNKNOWN  # not known: still asked, never guessed
         assert order.status == Order.Status.PAID
     assert order.payment_events.filter(kind=Kind.STATUS_QUERY, summary__startswith="reversal query").count() == 1

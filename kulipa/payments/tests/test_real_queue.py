@@ -15,7 +15,7 @@ from django.test import Client
 from huey.consumer import Consumer
 from huey.contrib.djhuey import HUEY
 
-from kulipa.payments.push_engine import get_engine
+from kulipa.payments.tasks import engine as get_engine
 from kulipa.payments.tests.conftest import Simulator, checkout, product, wait_status
 
 

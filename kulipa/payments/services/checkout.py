@@ -1,0 +1,56 @@
+"""Checkout: the order, its lines, its stock reservations, the first payment attempt and its event, in ONE
+transaction. No network; the caller queues the push after commit (``kulipa.payments.tasks.queue_dispatch``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.utils import timezone
+
+from kulipa.orders import services as orders
+from kulipa.orders.models import Order
+from kulipa.orders.snapshot import CheckoutSnapshot
+from kulipa.payments.models import PaymentAttempt
+from kulipa.payments.services.attempts import attempt_create
+
+if TYPE_CHECKING:
+    from kulipa.accounts.models import User
+
+
+def checkout_place(
+    *,
+    quantities: dict[int, int],
+    customer_name: str,
+    msisdn: str,
+    email: str,
+    delivery_address: str,
+    user: User | None,
+    session_key: str,
+    checkout_token: str,
+    confirmed: CheckoutSnapshot,
+) -> tuple[Order, PaymentAttempt | None]:
+    """Place the order the customer confirmed (``kulipa.orders.services.order_place``: same arguments and errors,
+    including ``CheckoutChanged`` when ``confirmed`` no longer matches the locked rows) and its first QUEUED
+    attempt together: a crash leaves either all of it or nothing. ``msisdn`` is already normalised.
+
+    A resubmitted checkout (same ``checkout_token``) returns the order the first submit created and ``None``:
+    nothing new is created or pushed.
+    """
+    with transaction.atomic():
+        order, created = orders.order_place(
+            quantities=quantities,
+            customer_name=customer_name,
+            msisdn=msisdn,
+            email=email,
+            delivery_address=delivery_address,
+            user=user,
+            session_key=session_key,
+            checkout_token=checkout_token,
+            confirmed=confirmed,
+            payment_status=Order.PaymentStatus.PENDING,
+        )
+        if not created:
+            return order, None
+        attempt = attempt_create(order=order, msisdn=msisdn, replaces=None, now=timezone.now())
+    return order, attempt
