@@ -93,13 +93,11 @@ def order_place(
     try:
         with transaction.atomic():
             products = locks.products_lock(clean)  # ascending pk; fresh prices
-            if token is not None:
-                # Shortcut only; the unique constraint below is what guarantees a single order per token.
-                existing = Order.objects.filter(checkout_token=token).first()
-                if existing is not None:
-                    return existing, False
             changes = snapshot_changes(confirmed=confirmed, current=snapshot_build(quantities=clean, products=products))
             if changes:
+                existing = Order.objects.filter(checkout_token=token).first() if token else None
+                if existing is not None:  # a re-submit of a form that already placed its order
+                    return existing, False
                 raise CheckoutChanged(changes)
             unavailable = sorted(pid for pid in clean if pid not in products or not products[pid].is_active)
             if unavailable:

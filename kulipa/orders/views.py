@@ -86,7 +86,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
     cart_url = reverse("cart:detail")
     in_session = cart.session_quantities()  # before lines() drops deactivated products: they are a change
     confirmed = snapshot_load(request.POST.get(SNAPSHOT_FIELD, "")) if request.method == "POST" else None
-    if cart.is_empty and not (confirmed is not None and confirmed.lines):
+    # POST asks only the session (no query): the snapshot comparison below reads the products once.
+    empty = not in_session if request.method == "POST" else cart.is_empty
+    if empty and not (confirmed is not None and confirmed.lines):
         messages.info(request, _("O seu carrinho está vazio. Escolha os produtos antes de finalizar a compra."))
         return redirect(cart_url)
     if request.method != "POST":
@@ -97,7 +99,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
         return _checkout_page(
             request, form, changes=[_("A página de pagamento expirou ou foi alterada; confirme de novo.")]
         )
-    changes = snapshot_changes(confirmed=confirmed, current=snapshot_current(quantities=in_session))
+    changes: list[str] = []
+    if not valid or in_session != confirmed.quantities:  # else prices are compared under the lock, at no cost
+        changes = snapshot_changes(confirmed=confirmed, current=snapshot_current(quantities=in_session))
     if changes or not valid:
         return _checkout_page(request, form, changes=changes)
     if not request.session.session_key:

@@ -39,6 +39,8 @@ class PaymentView:
     status_label: str
     """Order state and payment state in words, e.g. "Paga · Pago"."""
     can_retry: bool
+    can_cancel: bool
+    """The customer may give up the order (awaiting payment, nothing in flight)."""
     seconds_left: int | None
     """Seconds left in the push window while the customer can still answer on the phone, else ``None``."""
     paid: bool
@@ -56,6 +58,7 @@ class PaymentView:
             "message": self.message,
             "status_label": self.status_label,
             "can_retry": self.can_retry,
+            "can_cancel": self.can_cancel,
             "seconds_left": self.seconds_left,
             "paid": self.paid,
             "final": self.final,
@@ -140,6 +143,7 @@ def order_payment_view(*, order: Order) -> PaymentView:
         message=_message(order, attempt),
         status_label=f"{capfirst(order.get_status_display())} · {capfirst(order.get_payment_status_display())}",
         can_retry=can_retry,
+        can_cancel=awaiting and not in_flight,
         seconds_left=seconds_left,
         paid=order.paid_at is not None,
         final=not (awaiting and in_flight),

@@ -19,6 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from kulipa.orders.errors import OrderNotCancellable
 from kulipa.orders.selectors import order_get_for_viewer
 from kulipa.payments import selectors, services, tasks
 from kulipa.payments.conf import mpesa_str, mpesa_str_list
@@ -86,6 +87,19 @@ def payment_retry(request: HttpRequest, public_id: str) -> HttpResponse:
     else:
         if attempt.state == attempt.State.QUEUED:
             tasks.queue_dispatch(attempt.pk)
+    return redirect(order.get_absolute_url())
+
+
+@require_POST
+def order_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
+    """POST "cancel the order": an order awaiting payment with nothing in flight is cancelled and its stock
+    released. Refused (with a message) while a payment is in flight or once paid."""
+    order = order_get_for_viewer(request=request, public_id=public_id)
+    try:
+        if services.order_cancel_unpaid(order=order):
+            messages.success(request, _("Encomenda cancelada. Os produtos voltaram a estar disponíveis."))
+    except OrderNotCancellable as exc:
+        messages.error(request, str(exc))
     return redirect(order.get_absolute_url())
 
 

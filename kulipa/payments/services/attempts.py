@@ -51,24 +51,17 @@ def attempt_create(*, order: Order, msisdn: str, replaces: int | None, now: date
     its REQUEST event. The caller holds the order lock, or created the order in this transaction, and queues the
     dispatch after commit (``kulipa.payments.tasks.queue_dispatch``).
 
-    At most one attempt per order is in flight (constraint ``one_attempt_in_flight_per_order``): if one is, it is
-    returned instead and nothing is written.
+    At most one attempt per order is in flight (constraint ``one_attempt_in_flight_per_order``): the insert raises
+    ``IntegrityError`` if one is (:func:`payment_attempt_start` catches it).
     """
     mode = conf.payment_mode()
-    try:
-        with transaction.atomic():
-            attempt = PaymentAttempt.objects.create(
-                order=order,
-                third_party_reference=gateway.new_reference("K"),
-                msisdn=msisdn,
-                amount=order.total,
-                mode=mode,
-            )
-    except IntegrityError:
-        in_flight = PaymentAttempt.objects.filter(order_id=order.pk, state__in=PaymentAttempt.IN_FLIGHT).first()
-        if in_flight is not None:
-            return in_flight
-        raise
+    attempt = PaymentAttempt.objects.create(
+        order=order,
+        third_party_reference=gateway.new_reference("K"),
+        msisdn=msisdn,
+        amount=order.total,
+        mode=mode,
+    )
     event_record(
         order_id=order.pk,
         attempt_id=attempt.pk,
@@ -120,7 +113,11 @@ def payment_attempt_start(
             return latest
         if locked.expires_at <= now or not hold_for_push(order=locked, now=now):
             raise PaymentNotAllowed(_("Os produtos desta encomenda já não estão reservados. Faça uma nova encomenda."))
-        attempt = attempt_create(order=locked, msisdn=number, replaces=after_attempt_id, now=now)
+        try:
+            with transaction.atomic():
+                attempt = attempt_create(order=locked, msisdn=number, replaces=after_attempt_id, now=now)
+        except IntegrityError:  # one is in flight after all (constraint one_attempt_in_flight_per_order)
+            return PaymentAttempt.objects.get(order_id=locked.pk, state__in=PaymentAttempt.IN_FLIGHT)
         payment_status_follow(order=locked, attempt=attempt)
     return attempt
 
