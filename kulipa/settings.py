@@ -168,6 +168,8 @@ else:
 # --- Shop -------------------------------------------------------------------------------------------------
 CURRENCY = "MZN"
 RESERVATION_MINUTES = int(os.environ.get("KULIPA_RESERVATION_MINUTES", "15"))
+# However many pushes and "try again", no hold on stock outlives checkout + this (docs/payments.md).
+HOLD_CAP_MINUTES = int(os.environ.get("KULIPA_HOLD_CAP_MINUTES", "30"))
 MAX_LINE_QUANTITY = 20
 MAX_ORDER_TOTAL = Decimal(os.environ.get("KULIPA_MAX_ORDER_TOTAL", "250000"))
 

@@ -121,4 +121,5 @@ def reservation_window() -> timedelta:
 
 
 def hold_cap() -> timedelta:
+    """``settings.HOLD_CAP_MINUTES`` (env ``KULIPA_HOLD_CAP_MINUTES``), default :data:`HOLD_CAP`."""
     return timedelta(minutes=float(getattr(settings, "HOLD_CAP_MINUTES", HOLD_CAP.total_seconds() / 60)))
