@@ -121,6 +121,8 @@ def decide_query_answer(
     known = status if query_ok else None
     if state == S.SUCCEEDED:
         return Step(Act.IGNORE, reason="already paid")
+    if state == S.QUEUED:
+        return Step(Act.IGNORE, reason="never sent")
     if known is TransactionStatus.COMPLETED and reversed:
         return Step(Act.REVERSED, to=S.FAILED if state in PaymentAttempt.IN_FLIGHT else None, reason="reversed")
     if known is TransactionStatus.COMPLETED:
@@ -129,8 +131,6 @@ def decide_query_answer(
         if state in TAILED:
             return Step(Act.RECHECK, next_check_at=clock.tail_next)
         return Step(Act.RECHECK, next_check_at=None)
-    if state == S.QUEUED:
-        return Step(Act.IGNORE, reason="never sent")
     if known is TransactionStatus.CANCELLED:
         final = failure_for_code(result_code)
         if final == S.FAILED and hint_code:
