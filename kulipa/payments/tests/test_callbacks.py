@@ -214,8 +214,16 @@ def test_unknown_reference_is_refused_with_no_side_effect(sim: Simulator) -> Non
     assert response.status_code == 404
     delivery = CallbackDelivery.objects.get()
     assert delivery.outcome == "unknown_reference" and delivery.attempt is None
+    assert delivery.state == CallbackDelivery.State.REJECTED
     assert json.loads(delivery.body) == body
     assert PaymentEvent.objects.count() == events_before
+    assert CallbackRejection.objects.get(reason="unknown_reference").count == 1
+    # A big one with padding is kept only in part: unknown senders cannot fill the disk.
+    padded = {**body, "input_ResultDesc": "x" * 50_000}
+    assert post_callback(Client(), padded).status_code == 404
+    kept = CallbackDelivery.objects.latest("id")
+    assert len(kept.body.encode()) <= REJECTED_BODY_BYTES
+    assert CallbackRejection.objects.get(reason="unknown_reference").count == 2
 
 
 @pytest.mark.parametrize(
