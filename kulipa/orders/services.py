@@ -159,7 +159,7 @@ ORDER = TransitionTable(
         Status.CANCELLED: {Status.PAID, Status.NEEDS_ATTENTION},
         # The paying transaction reversed in full: nothing will be delivered.
         Status.PAID: {Status.CANCELLED},
-        Status.NEEDS_ATTENTION: {Status.PAID, Status.CANCELLED},
+        Status.NEEDS_ATTENTION: {Status.CANCELLED},
     },
     field="status",
 )

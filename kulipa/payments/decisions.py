@@ -85,12 +85,15 @@ def decide_push_answer(*, state: str, mode: str, outcome: Outcome, code: str | N
     """The C2B call itself answered (sync: the result; async: accepted or refused)."""
     if state == S.SUCCEEDED:
         return Step(Act.IGNORE, reason="already paid")
+    if state == S.QUEUED:
+        return Step(Act.IGNORE, reason="never claimed, so never sent")
     if outcome is Outcome.SUCCESS and mode == "sync":
         return Step(Act.CONFIRM, reason="c2b_response")  # in any state: late money is real
     if state != S.PUSHING:
         return Step(Act.IGNORE, reason=f"already {state}")
     if outcome is Outcome.SUCCESS:  # async: accepted; the result comes by callback
-        return Step(Act.MOVE, to=S.AWAITING_CALLBACK, next_check_at=max(clock.push_deadline, clock.now) + clock.grace)
+        at = max(clock.push_deadline, clock.now) + clock.grace
+        return Step(Act.MOVE, to=S.AWAITING_CALLBACK, next_check_at=_bounded(at, clock))
     if outcome is Outcome.UNKNOWN and not sent:
         return Step(Act.MOVE, to=S.NOT_SENT, reason="not sent: the gateway could not be reached")
     if outcome is Outcome.UNKNOWN:

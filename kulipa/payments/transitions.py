@@ -6,6 +6,7 @@ docs/payments.md draws each table with who makes every move and under which lock
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from kulipa.core.transitions import TransitionTable, transition
@@ -22,7 +23,7 @@ ATTEMPT = TransitionTable(
     {
         A.QUEUED: {A.PUSHING, A.NOT_SENT},
         A.PUSHING: {A.AWAITING_CALLBACK, A.UNKNOWN, A.NOT_SENT, *_ATTEMPT_ENDINGS},
-        A.AWAITING_CALLBACK: {A.UNKNOWN, *_ATTEMPT_ENDINGS},
+        A.AWAITING_CALLBACK: _ATTEMPT_ENDINGS,
         A.UNKNOWN: _ATTEMPT_ENDINGS,
         # Late money is real: a closed attempt that the gateway later reports Completed becomes SUCCEEDED.
         A.DECLINED: {A.SUCCEEDED},
@@ -37,7 +38,7 @@ ATTEMPT = TransitionTable(
 REVERSAL = TransitionTable(
     "reversal.state",
     {
-        R.REQUESTED: {R.SENDING, R.FAILED},
+        R.REQUESTED: {R.SENDING},
         R.SENDING: {R.SUCCEEDED, R.FAILED, R.UNKNOWN},
         R.UNKNOWN: {R.SUCCEEDED, R.FAILED},
     },
@@ -48,7 +49,7 @@ DELIVERY = TransitionTable(
     {
         D.QUEUED: {D.PROCESSING},
         D.PROCESSING: {D.DONE, D.RETRY, D.GAVE_UP, D.QUEUED},
-        D.RETRY: {D.PROCESSING, D.GAVE_UP},
+        D.RETRY: {D.PROCESSING},
     },
 )
 
@@ -64,6 +65,13 @@ def attempt_transition(*, attempt: PaymentAttempt, to: str, **fields: Any) -> bo
         for name, value in fields.items():
             setattr(attempt, name, value)
     return changed
+
+
+def attempt_claim_push(*, attempt_id: int, fresh_since: datetime, **fields: Any) -> bool:
+    """QUEUED → PUSHING for an attempt created at or after ``fresh_since``: the claim that decides who sends it
+    (a conditional UPDATE without a lock; only one caller wins)."""
+    fresh = PaymentAttempt.objects.filter(created_at__gte=fresh_since)
+    return transition(fresh, pk=attempt_id, table=ATTEMPT, source=A.QUEUED, target=A.PUSHING, **fields)
 
 
 def reversal_transition(*, reversal: Reversal, to: str, **fields: Any) -> bool:

@@ -289,32 +289,11 @@ def _report(violations: Iterable[object]) -> str:
     return "\n".join(str(v) for v in violations)
 
 
-_STATE_CLAIM_OUTSIDE_OWNER = pytest.mark.xfail(
-    strict=True,
-    reason="BUG (ownership): kulipa/payments/services/attempts.py payment_attempt_claim_push moves an attempt "
-    "QUEUED → PUSHING with a raw core.transitions.transition(fresh, table=ATTEMPT, …) instead of through "
-    "kulipa.payments.transitions (whose docstring says attempt_transition is the only writer of "
-    "PaymentAttempt.state); attempt_transition cannot express the claim (it needs the created_at filter)",
-)
-FIELD_CASES = [
-    pytest.param(field, id=field, marks=[_STATE_CLAIM_OUTSIDE_OWNER] if field == "state" else []) for field in OWNERS
-]
-
-
-@pytest.mark.parametrize("field", FIELD_CASES)
+@pytest.mark.parametrize("field", sorted(OWNERS))
 def test_one_owner_per_field(field: str) -> None:
     violations = ownership_violations(field, all_writes())
     owners = ", ".join(sorted(OWNERS[field]))
     assert not violations, f"{field} is written outside {owners}:\n{_report(violations)}"
-
-
-KNOWN_STATE_VIOLATIONS = frozenset({("kulipa/payments/services/attempts.py", "payment_attempt_claim_push")})
-
-
-def test_state_is_written_outside_its_owners_only_by_the_known_claim() -> None:
-    """Keeps rule 1 enforced for ``state`` while the xfail above is open: no NEW writer may appear."""
-    found = {(w.path, w.function) for w in ownership_violations("state", all_writes())}
-    assert found <= KNOWN_STATE_VIOLATIONS, _report(ownership_violations("state", all_writes()))
 
 
 def test_every_transition_call_names_a_known_table() -> None:

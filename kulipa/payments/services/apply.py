@@ -54,7 +54,9 @@ def apply_step(
             reason=f"{attempt.third_party_reference}: the gateway reports this payment completed and reversed; "
             "it was not counted as paid.",
         )
-        if step.to is None:
+        if step.to is None:  # already closed: nothing more to ask
+            PaymentAttempt.objects.filter(pk=attempt.pk).update(next_check_at=None, updated_at=now)
+            attempt.next_check_at = None
             return
     assert step.to is not None
     closing = step.to not in PaymentAttempt.IN_FLIGHT

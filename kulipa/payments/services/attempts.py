@@ -11,7 +11,6 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kulipa.core import locks
-from kulipa.core.transitions import transition
 from kulipa.orders.models import Order
 from kulipa.payments import conf, gateway
 from kulipa.payments.decisions import Act, Clock, Step, decide_push_answer, tail_next
@@ -21,7 +20,7 @@ from kulipa.payments.push_engine import PushJob
 from kulipa.payments.services.apply import apply_step
 from kulipa.payments.services.errors import InvalidMsisdn, PaymentNotAllowed
 from kulipa.payments.services.status import hold_for_push, payment_status_follow
-from kulipa.payments.transitions import ATTEMPT
+from kulipa.payments.transitions import attempt_claim_push
 from mpesa import MpesaError, Result, mask_msisdn, normalize_msisdn
 
 logger = logging.getLogger("kulipa.payments")
@@ -127,20 +126,19 @@ def payment_attempt_claim_push(*, attempt_id: int) -> PushJob | None:
     """QUEUED → PUSHING with a conditional UPDATE; the job to push if this caller won, else ``None``.
 
     An attempt queued more than ``QUEUED_SEND_LIMIT`` (30 s) ago is not claimed: the customer has moved on, and the
-    sweep closes it as NOT_SENT so the page offers "try again". Sets the push deadline and a safety check after
-    the longest the C2B call may take, for the case where this worker dies mid-push. No lock beyond the UPDATE.
+    sweep closes it as NOT_SENT so the page offers "try again". Sets the push deadline and a safety check (for a
+    worker that dies mid-push) after the longest the C2B call may take, bounded by push deadline + margin. No lock
+    beyond the UPDATE.
     """
     now = timezone.now()
-    fresh = PaymentAttempt.objects.filter(created_at__gte=now - conf.QUEUED_SEND_LIMIT)
-    won = transition(
-        fresh,
-        pk=attempt_id,
-        table=ATTEMPT,
-        source=State.QUEUED,
-        target=State.PUSHING,
+    won = attempt_claim_push(
+        attempt_id=attempt_id,
+        fresh_since=now - conf.QUEUED_SEND_LIMIT,
         push_started_at=now,
         push_deadline=now + conf.push_window(),
-        next_check_at=now + conf.c2b_read_timeout() + conf.PUSH_RESULT_SLACK,
+        # If this worker dies mid-push, ask after the longest the call may take, but never after the decision is due.
+        next_check_at=now
+        + min(conf.c2b_read_timeout() + conf.PUSH_RESULT_SLACK, conf.push_window() + conf.reconcile_margin()),
     )
     if not won:
         return None

@@ -23,6 +23,7 @@ from kulipa.payments.models import (
     CallbackDelivery,
     CallbackRejection,
     PaymentAttempt,
+    PaymentEvent,
 )
 from kulipa.payments.services.attention import attention_raise
 from kulipa.payments.services.reconcile import CallbackHint, attempt_reconcile
@@ -218,9 +219,12 @@ def callback_process(*, delivery_id: int) -> str:
             delivery_id=delivery_id,
             authenticated=conf.callbacks_authenticated(),
         )
-        if tries == 1:
-            with transaction.atomic():
-                order, attempt = locks.order_and_attempt_lock(delivery.attempt_id)
+        with transaction.atomic():
+            order, attempt = locks.order_and_attempt_lock(delivery.attempt_id)
+            logged = PaymentEvent.objects.filter(
+                order_id=order.pk, kind=Kind.CALLBACK, payload__delivery_id=delivery_id
+            ).exists()
+            if not logged:  # once per delivery, also when an earlier try died before logging it
                 event_record(
                     order_id=order.pk,
                     attempt_id=attempt.pk,

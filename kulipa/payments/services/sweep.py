@@ -101,11 +101,16 @@ def reversals_to_query(*, now: datetime) -> list[int]:
 
 def deliveries_to_process(*, now: datetime) -> list[int]:
     """Callback deliveries to (re)process: QUEUED ones whose message was lost, RETRY ones that are due, and
-    PROCESSING ones whose worker died (put back to QUEUED first)."""
-    for delivery_id in CallbackDelivery.objects.filter(
-        state=D.PROCESSING, updated_at__lte=now - conf.REVERSAL_STUCK_SENDING
-    ).values_list("id", flat=True):
-        delivery_transition(delivery_id=delivery_id, source=D.PROCESSING, to=D.QUEUED)
+    PROCESSING ones whose worker died (put back to QUEUED first — or, after ``DELIVERY_MAX_TRIES`` deaths, given up
+    and raised for a person: a delivery that kills its worker must not loop for ever)."""
+    stale = CallbackDelivery.objects.filter(state=D.PROCESSING, updated_at__lte=now - conf.REVERSAL_STUCK_SENDING)
+    for delivery in stale.only("id", "tries", "attempt_id"):
+        if delivery.tries < conf.DELIVERY_MAX_TRIES:
+            delivery_transition(delivery_id=delivery.pk, source=D.PROCESSING, to=D.QUEUED)
+        elif delivery_transition(
+            delivery_id=delivery.pk, source=D.PROCESSING, to=D.GAVE_UP, processed_at=now, error="worker died each try"
+        ):
+            _raise_delivery(delivery, f"callback {delivery.pk}: its worker died on each of {delivery.tries} tries")
     return list(
         CallbackDelivery.objects.filter(
             Q(state=D.QUEUED, received_at__lte=now - conf.REQUEUE_AFTER) | Q(state=D.RETRY, next_try_at__lte=now)
@@ -138,7 +143,23 @@ def stuck_raise(*, now: datetime) -> int:
             reason=f"reversal {reversal.reference} still {reversal.state} since {reversal.created_at:%Y-%m-%d %H:%M}",
         )
         raised += 1
+    for delivery in CallbackDelivery.objects.filter(
+        state__in=[D.QUEUED, D.PROCESSING, D.RETRY], received_at__lte=old
+    ).only("id", "state", "attempt_id")[:200]:
+        _raise_delivery(delivery, f"callback {delivery.pk} still {delivery.state} after {conf.STUCK_AFTER}")
+        raised += 1
     return raised
+
+
+def _raise_delivery(delivery: CallbackDelivery, reason: str) -> None:
+    order_id = PaymentAttempt.objects.filter(pk=delivery.attempt_id or 0).values_list("order_id", flat=True).first()
+    attention_raise(
+        kind=AttentionItem.Kind.CALLBACK_FAILED,
+        key=f"delivery:{delivery.pk}",
+        order_id=order_id,
+        attempt_id=delivery.attempt_id,
+        reason=reason,
+    )
 
 
 def rejected_deliveries_prune(*, now: datetime, keep: int = 1000) -> int:
