@@ -11,6 +11,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 
 from kulipa.orders.models import Order
+from kulipa.payments import conf
 from kulipa.payments.conf import mpesa_int, mpesa_str
 from kulipa.payments.models import PaymentAttempt
 from mpesa import mask_msisdn
@@ -64,6 +65,12 @@ class PaymentView:
             "final": self.final,
             "attempt_id": self.attempt_id,
         }
+
+
+def push_fits(*, order: Order, now: datetime) -> bool:
+    """A new push still fits before the hold cap (checkout + ``HOLD_CAP_MINUTES``): the stock stays held for the
+    whole push window. Past that, "try again" is not offered (a new order is)."""
+    return now + conf.push_window() <= order.created_at + conf.hold_cap()
 
 
 def attempt_next_check_at(*, attempt_id: int) -> datetime | None:
@@ -127,6 +134,7 @@ def order_payment_view(*, order: Order) -> PaymentView:
         awaiting
         and not in_flight
         and order.expires_at > now
+        and push_fits(order=order, now=now)
         and (attempt is None or order.payment_status in RETRYABLE_PAYMENT_STATUSES)
     )
     seconds_left: int | None = None

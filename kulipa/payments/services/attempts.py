@@ -17,6 +17,7 @@ from kulipa.payments.decisions import Act, Clock, Step, decide_push_answer, tail
 from kulipa.payments.events import Kind, event_record, result_payload
 from kulipa.payments.models import PaymentAttempt
 from kulipa.payments.push_engine import PushJob
+from kulipa.payments.selectors import push_fits
 from kulipa.payments.services.apply import apply_step
 from kulipa.payments.services.errors import InvalidMsisdn, PaymentNotAllowed
 from kulipa.payments.services.status import hold_for_push, payment_status_follow
@@ -110,7 +111,7 @@ def payment_attempt_start(
         latest = PaymentAttempt.objects.filter(order_id=locked.pk).order_by("-id").first()
         if latest is not None and latest.pk != after_attempt_id:
             return latest
-        if locked.expires_at <= now or not hold_for_push(order=locked, now=now):
+        if locked.expires_at <= now or not push_fits(order=locked, now=now) or not hold_for_push(order=locked, now=now):
             raise PaymentNotAllowed(_("Os produtos desta encomenda já não estão reservados. Faça uma nova encomenda."))
         try:
             with transaction.atomic():

@@ -159,3 +159,20 @@ def test_a_second_payment_of_a_refunded_order_is_a_duplicate_and_changes_nothing
     assert Product.objects.get(pk=item.pk).stock_on_hand == 3
     flagged = AttentionItem.objects.get(attempt=second)
     assert flagged.kind == AttentionItem.Kind.DUPLICATE_PAYMENT and flagged.propose_reversal
+
+
+def test_try_again_is_not_offered_when_a_push_no_longer_fits_before_the_hold_cap(sim: Simulator) -> None:
+    """A push started seconds before the cap would lose its stock hold mid-prompt: the page offers a new order
+    instead, and a retry posted anyway creates nothing."""
+    client = Client()
+    order = checkout(client, {product(stock=1).pk: 1}, msisdn="258840000003")
+    wait_for(lambda: status(client, order)["can_retry"], what="declined: retry offered")
+    attempt = order.payment_attempts.get()
+    almost_capped = timezone.now() - timedelta(minutes=30) + timedelta(seconds=1)  # 1 s left, the window is 2 s
+    Order.objects.filter(pk=order.pk).update(created_at=almost_capped)
+    assert status(client, order)["can_retry"] is False
+    response = client.post(
+        reverse("payments:retry", kwargs={"public_id": order.public_id}), {"after": attempt.pk}, follow=True
+    )
+    assert "nova encomenda" in response.content.decode()
+    assert order.payment_attempts.count() == 1
