@@ -158,26 +158,19 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     counts: dict[str, int] = {}
     counts["not_sent"] = services.payment_attempts_close_stale_queued(now=now)
-    queued = services.attempts_queued(now=now)
-    for attempt_id in queued:
-        dispatch_payment(attempt_id)
-    counts["redispatched"] = len(queued)
-    due = services.attempts_due(now=now)
-    for attempt_id in due:
-        reconcile_attempt(attempt_id)
-    counts["reconcile"] = len(due)
-    deliveries = services.deliveries_to_process(now=now)
-    for delivery_id in deliveries:
-        process_callback(delivery_id)
-    counts["callbacks"] = len(deliveries)
-    to_send = services.reversals_to_send(now=now)
-    for reversal_id in to_send:
-        reverse_payment(reversal_id)
-    counts["reversals_sent"] = len(to_send)
-    to_query = services.reversals_to_query(now=now)
-    for reversal_id in to_query:
-        reconcile_reversal(reversal_id)
-    counts["reversals_queried"] = len(to_query)
+    # What needs the gateway or a worker: select the ids, queue one task each.
+    to_queue: list[tuple[str, Callable[..., list[int]], Any]] = [
+        ("redispatched", services.attempts_queued, dispatch_payment),
+        ("reconcile", services.attempts_due, reconcile_attempt),
+        ("callbacks", services.deliveries_to_process, process_callback),
+        ("reversals_sent", services.reversals_to_send, reverse_payment),
+        ("reversals_queried", services.reversals_to_query, reconcile_reversal),
+    ]
+    for name, select, task in to_queue:
+        ids = select(now=now)
+        for record_id in ids:
+            task(record_id)
+        counts[name] = len(ids)
     counts["expired_orders"] = services.orders_expire_due(now=now)
     counts["purged_reservations"] = reservations_purge_expired(now=now)
     counts["stuck"] = services.stuck_raise(now=now)
