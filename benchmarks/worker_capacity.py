@@ -101,7 +101,10 @@ def _child_attempts() -> dict[str, Any]:
     _django()
     from django.conf import settings
 
+    from django.db import transaction
+
     from kulipa.orders.models import Order
+    from kulipa.payments import tasks
     from kulipa.payments.services import payment_attempt_start
 
     if settings.HUEY.get("immediate"):
@@ -109,7 +112,9 @@ def _child_attempts() -> dict[str, Any]:
     orders = list(Order.objects.order_by("pk"))
     started = time.time()
     for order in orders:
-        payment_attempt_start(order=order, msisdn=order.msisdn)
+        with transaction.atomic():  # the dispatch goes to the queue on commit, as after a checkout
+            attempt = payment_attempt_start(order=order, msisdn=order.msisdn)
+            tasks.queue_dispatch(attempt.pk)
     return {"attempts": len(orders), "started_at": started, "finished_at": time.time()}
 
 

@@ -26,11 +26,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connections
@@ -40,8 +39,6 @@ from mpesa import MpesaError, Outcome, Result
 from mpesa.config import Operation
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DEFAULT_LIMIT = 5000
 DEFAULT_RECORDERS = 8
@@ -82,7 +79,7 @@ PushRecorder = Callable[[PushJob, "Result"], None]
 @dataclass(frozen=True, slots=True)
 class EngineStats:
     in_flight: int
-    """Jobs submitted and not finished (running, or waiting for the semaphore)."""
+    """Pushes handed over and not finished (running, or waiting for the semaphore)."""
     holding: int
     """Jobs running now (past the semaphore: a push held open at the gateway)."""
     peak_holding: int
@@ -100,7 +97,7 @@ class PushEngine:
     def __init__(
         self,
         *,
-        recorder: PushRecorder | None = None,
+        recorder: PushRecorder,
         limit: int = DEFAULT_LIMIT,
         recorders: int = DEFAULT_RECORDERS,
         name: str = "push",
@@ -140,42 +137,10 @@ class PushEngine:
         finally:
             self._loop.close()
 
-    # submitting -------------------------------------------------------------------------------------------
+    # pushing ----------------------------------------------------------------------------------------------
     def push(self, job: PushJob) -> None:
-        """Send ``job``'s C2B on the loop; its answer (an exception becomes a result) goes to ``recorder``."""
-        recorder = self.recorder
-        if recorder is None:
-            raise RuntimeError("this engine has no recorder")
-
-        async def call() -> Result:
-            return await gateway.async_client().c2b_payment(
-                amount=job.amount,
-                msisdn=job.msisdn,
-                transaction_reference=job.transaction_reference,
-                third_party_reference=job.third_party_reference,
-            )
-
-        self.submit(
-            call,
-            lambda result: recorder(job, result),
-            on_error=lambda exc: recorder(job, result_from_exception(exc)),
-            label=job.third_party_reference,
-        )
-
-    def submit(
-        self,
-        make: Callable[[], Awaitable[T]],
-        on_result: Callable[[T], None],
-        *,
-        on_error: Callable[[BaseException], None] | None = None,
-        label: str = "",
-    ) -> None:
-        """Run ``make()`` on the engine's loop; then ``on_result(value)`` in the recorder pool. Thread-safe.
-
-        ``make`` is called on the loop (so it may create loop-bound objects). If it raises, ``on_error`` (if any)
-        runs in the recorder pool instead. Recorder callbacks get fresh DB connections and must not raise (errors
-        are logged).
-        """
+        """Send ``job``'s C2B on the loop; its answer goes to ``recorder(job, result)`` in the recorder pool (an
+        exception instead of an answer becomes a result, see :func:`result_from_exception`). Thread-safe."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("push engine is shut down")
@@ -183,17 +148,11 @@ class PushEngine:
             self._submitted += 1
             self._peak = max(self._peak, self._in_flight)
             self._cond.notify_all()
-        asyncio.run_coroutine_threadsafe(self._guarded(make, on_result, on_error, label), self._loop)
+        asyncio.run_coroutine_threadsafe(self._held(job), self._loop)
 
-    async def _guarded(
-        self,
-        make: Callable[[], Awaitable[T]],
-        on_result: Callable[[T], None],
-        on_error: Callable[[BaseException], None] | None,
-        label: str,
-    ) -> None:
+    async def _held(self, job: PushJob) -> None:
         assert self._semaphore is not None
-        outcome: tuple[bool, Any]
+        ok = True
         try:
             async with self._semaphore:
                 with self._cond:
@@ -201,31 +160,34 @@ class PushEngine:
                     self._peak_holding = max(self._peak_holding, self._holding)
                     self._cond.notify_all()
                 try:
-                    outcome = (True, await make())
+                    result = await gateway.async_client().c2b_payment(
+                        amount=job.amount,
+                        msisdn=job.msisdn,
+                        transaction_reference=job.transaction_reference,
+                        third_party_reference=job.third_party_reference,
+                    )
                 finally:
                     with self._cond:
                         self._holding -= 1
-        except BaseException as exc:  # handed to on_error, never lost
-            logger.exception("push engine job %s raised", label)
-            outcome = (False, exc)
+        except BaseException as exc:  # recorded as a result, never lost
+            logger.exception("push %s raised", job.third_party_reference)
+            ok, result = False, result_from_exception(exc)
         with self._cond:
             self._in_flight -= 1
             self._recording += 1
-            if outcome[0]:
+            if ok:
                 self._completed += 1
             else:
                 self._failed += 1
             self._cond.notify_all()
-        callback: Callable[[Any], None] | None = on_result if outcome[0] else on_error
-        self._recorders.submit(self._record, callback, outcome[1], label)
+        self._recorders.submit(self._record, job, result)
 
-    def _record(self, callback: Callable[[Any], None] | None, value: Any, label: str) -> None:
+    def _record(self, job: PushJob, result: Result) -> None:
         close_old_connections()
         try:
-            if callback is not None:
-                callback(value)
+            self.recorder(job, result)
         except Exception:
-            logger.exception("recording push engine job %s failed", label)
+            logger.exception("recording push %s failed", job.third_party_reference)
         finally:
             # Recorder threads are few and idle most of the time: do not sit on database connections.
             connections.close_all()
