@@ -38,6 +38,8 @@ class Step:
     to: str | None = None
     next_check_at: datetime | None = None
     reason: str = ""
+    tell: bool = False
+    """Raise it for a person (nothing more will be asked and the answer is still not known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,9 @@ def decide_query_answer(
     if known is TransactionStatus.COMPLETED:
         return Step(Act.CONFIRM, reason="status_query")
     if state not in PaymentAttempt.IN_FLIGHT:  # closed: only the tail keeps asking
+        if state in TAILED and clock.tail_next is None and not query_ok:
+            why = "the tail ended and M-Pesa never answered a status query about this payment"
+            return Step(Act.RECHECK, next_check_at=None, reason=why, tell=True)
         if state in TAILED:
             return Step(Act.RECHECK, next_check_at=clock.tail_next)
         return Step(Act.RECHECK, next_check_at=None)

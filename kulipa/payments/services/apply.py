@@ -40,6 +40,14 @@ def apply_step(
         return
     if step.act is Act.IGNORE:
         return
+    if step.tell:
+        attention_raise(
+            kind=AttentionItem.Kind.STUCK,
+            key=f"unanswered:{attempt.pk}",
+            order_id=order.pk,
+            attempt_id=attempt.pk,
+            reason=f"{attempt.third_party_reference}: {step.reason}",
+        )
     if step.act is Act.RECHECK:
         if attempt.next_check_at != step.next_check_at:
             PaymentAttempt.objects.filter(pk=attempt.pk).update(next_check_at=step.next_check_at, updated_at=now)

@@ -925,3 +925,33 @@ def test_illegal_transition_is_refused_and_writes_nothing():
 def test_tailed_states_are_closed_ones():
     assert set(TAILED) == {S.TIMED_OUT, S.UNCONFIRMED}
     assert not set(TAILED) & set(PaymentAttempt.IN_FLIGHT)
+
+
+# --- the end of the tail: a person is told when M-Pesa never answered -----------------------------------------
+PAST_HORIZON = _clock(_s(3 * 24 * 3600), tail=None)
+
+
+@pytest.mark.parametrize("state", sorted(TAILED))
+@pytest.mark.parametrize(
+    ("answer", "tell"),
+    [
+        ("query_failed", True),  # never an answer: nobody knows whether the money moved
+        ("not_found", False),  # M-Pesa does not know it: nothing moved
+        ("expired", False),
+        ("cancelled", False),
+    ],
+)
+def test_the_tail_ends_and_tells_a_person_only_when_mpesa_never_answered(state, answer, tell):
+    step = _query(state, answer, PAST_HORIZON)
+    assert (step.act, step.next_check_at, step.tell) == (Act.RECHECK, None, tell)
+
+
+def test_only_the_end_of_the_tail_tells():
+    told = [
+        (state, answer, name)
+        for name, clock in BOUND_CLOCKS.items()
+        for state in ALL_STATES
+        for answer in ANSWERS
+        if _query(state, answer, clock).tell
+    ]
+    assert told == []  # every other clock still has a next question to ask

@@ -568,3 +568,29 @@ def test_status_query_saying_reversed_never_pays(sim: Simulator, settings: Any) 
     tasks.sweep()  # asked again later: still nothing changes
     assert state_of(attempt) == State.FAILED
     assert Order.objects.get(pk=order.pk).paid_at is None
+
+
+def test_the_tail_ends_by_telling_a_person_when_mpesa_never_answered(sim: Simulator, settings: Any) -> None:
+    """A push whose fate M-Pesa never told us (every status query unanswered) is closed for the customer at the
+    final deadline and asked about for 48 h; then a person is told, once, and nothing is asked any more."""
+    item = product(stock=1)
+    order, attempt = place({item.pk: 1}, push=False)
+    assert services.payment_attempt_claim_push(attempt_id=attempt.pk) is not None  # the worker died mid-push
+    settings.MPESA = shop_mpesa_settings(sim.sandbox, PORT_OFFSET=find_free_port_offset())  # M-Pesa unreachable
+    long_ago = timezone.now() - timedelta(hours=1)
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(
+        push_started_at=long_ago, push_deadline=long_ago, next_check_at=long_ago
+    )
+    tasks.sweep()
+    assert state_of(attempt) == State.UNCONFIRMED and not AttentionItem.objects.exists()
+    closed_long_ago = timezone.now() - conf.TAIL_HORIZON - timedelta(hours=1)
+    PaymentAttempt.objects.filter(pk=attempt.pk).update(finished_at=closed_long_ago, next_check_at=long_ago)
+    tasks.sweep()
+    told = AttentionItem.objects.get()
+    assert told.kind == AttentionItem.Kind.STUCK and told.attempt_id == attempt.pk
+    assert "never answered" in told.reason
+    assert PaymentAttempt.objects.get(pk=attempt.pk).next_check_at is None
+    queries = order.payment_events.filter(kind=PaymentEvent.Kind.STATUS_QUERY).count()
+    tasks.sweep()
+    assert order.payment_events.filter(kind=PaymentEvent.Kind.STATUS_QUERY).count() == queries  # nothing more
+    assert sim.transactions() == []
