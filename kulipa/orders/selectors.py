@@ -17,6 +17,10 @@ def order_get_for_viewer(*, request: HttpRequest, public_id: str) -> Order:
     A logged-in customer sees their own orders; a guest sees orders made from this session or opened via the
     link (the public id is 128 random bits, so holding the link is the credential). An order that belongs to
     another account is hidden from everyone else, even with the link.
+
+    Being staff opens nothing here: staff see customers' orders in the back office (the admin), which checks
+    their permissions and records what they do. A staff member who is the order's own customer sees it as any
+    customer does.
     """
     try:
         order = Order.objects.get(public_id=public_id)
@@ -24,8 +28,7 @@ def order_get_for_viewer(*, request: HttpRequest, public_id: str) -> Order:
         raise Http404 from None
     viewer = request.user
     is_owner = viewer.is_authenticated and viewer.pk == order.user_id
-    is_staff = viewer.is_authenticated and viewer.is_staff
-    if order.user_id is not None and not (is_owner or is_staff):
+    if order.user_id is not None and not is_owner:
         raise Http404
     return order
 
