@@ -159,7 +159,8 @@ ORDER = TransitionTable(
         Status.CANCELLED: {Status.PAID, Status.NEEDS_ATTENTION},
         # The paying transaction reversed in full: nothing will be delivered.
         Status.PAID: {Status.CANCELLED},
-        Status.NEEDS_ATTENTION: {Status.CANCELLED},
+        # Reversed in full (→ CANCELLED), or staff decide to keep and deliver it (→ PAID, "force-confirm").
+        Status.NEEDS_ATTENTION: {Status.PAID, Status.CANCELLED},
     },
     field="status",
 )

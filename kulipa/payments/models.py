@@ -94,7 +94,8 @@ class PaymentAttempt(models.Model):
 
 class Reversal(models.Model):
     """Money of a paid attempt given back, in full or in part. Its ThirdPartyReference is stored before the call;
-    it is sent once (``requested → sending`` is a conditional update). States: ``transitions.REVERSAL``."""
+    it is sent once (``requested → sending`` is a conditional update). States: ``transitions.REVERSAL``. A reversal
+    done in the M-Pesa portal is recorded ``external``, created SUCCEEDED."""
 
     class State(models.TextChoices):
         REQUESTED = "requested", _("pedida")
@@ -112,6 +113,9 @@ class Reversal(models.Model):
     """Return the order's sold units to stock when this reversal succeeds."""
     reason = models.CharField(max_length=300, blank=True, editable=False)
     requested_by = models.CharField(max_length=150, blank=True, editable=False)
+    external = models.BooleanField(default=False, editable=False)
+    """Done by finance in the M-Pesa portal (the API could not: no transaction id) and recorded here: created
+    SUCCEEDED, never sent; ``reference`` is the portal's reference."""
     state = models.CharField(max_length=12, choices=State.choices, default=State.REQUESTED, editable=False)
     result_code = models.CharField(max_length=16, blank=True, editable=False)
     result_description = models.CharField(max_length=300, blank=True, editable=False)

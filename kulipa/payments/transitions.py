@@ -35,6 +35,8 @@ ATTEMPT = TransitionTable(
     },
 )
 
+# A reversal done by finance in the M-Pesa portal (``payment_reversal_record_external``) is CREATED SUCCEEDED with
+# ``external=True``: it never was requested or sent, so it makes no transition and needs no row here.
 REVERSAL = TransitionTable(
     "reversal.state",
     {

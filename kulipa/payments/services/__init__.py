@@ -9,11 +9,13 @@ module               what
 ``paid``             :func:`order_mark_paid`: the ONE place that makes an order paid
 ``reconcile``        :func:`attempt_reconcile`: status query and its answer
 ``callbacks``        :func:`callback_receive` (web), :func:`callback_process` (worker)
-``reversals``        request / send once / reconcile a reversal; the order and stock after it
+``reversals``        request / send once / reconcile a reversal, record one done in the M-Pesa portal; the order
+                     and stock after it
 ``sweep``            the repair of every intermediate state, and raising what is stuck
 ``apply``            carrying out a decision of :mod:`kulipa.payments.decisions` on a locked attempt
 ``status``           the customer's payment status and the stock hold around pushes
-``attention``        raising items for a person
+``attention``        raising items for a person, and resolving them (staff)
+``staff``            staff decisions carried out here: :func:`order_force_confirm`
 ===================  ==========================================================================================
 
 The contract, for every module:
@@ -34,7 +36,7 @@ from kulipa.payments.services.attempts import (
     payment_attempt_start,
     payment_attempts_close_stale_queued,
 )
-from kulipa.payments.services.attention import attention_raise
+from kulipa.payments.services.attention import attention_raise, attention_resolve
 from kulipa.payments.services.callbacks import (
     MAX_CALLBACK_BYTES,
     CallbackReceipt,
@@ -50,10 +52,12 @@ from kulipa.payments.services.reconcile import CallbackHint, ReconcileOutcome, a
 from kulipa.payments.services.reversals import (
     order_payment_recheck,
     payment_reversal_reconcile,
+    payment_reversal_record_external,
     payment_reversal_request,
     payment_reversal_send,
     reversed_total,
 )
+from kulipa.payments.services.staff import order_force_confirm
 from kulipa.payments.services.status import PAYMENT_STATUS_FOR_STATE
 from kulipa.payments.services.sweep import (
     attempts_due,
@@ -86,12 +90,14 @@ __all__ = [
     "attempts_due",
     "attempts_queued",
     "attention_raise",
+    "attention_resolve",
     "callback_fields",
     "callback_process",
     "callback_receive",
     "checkout_place",
     "deliveries_to_process",
     "order_cancel_unpaid",
+    "order_force_confirm",
     "order_mark_paid",
     "order_payment_recheck",
     "orders_expire_due",
@@ -100,6 +106,7 @@ __all__ = [
     "payment_attempt_start",
     "payment_attempts_close_stale_queued",
     "payment_reversal_reconcile",
+    "payment_reversal_record_external",
     "payment_reversal_request",
     "payment_reversal_send",
     "rejected_deliveries_prune",

@@ -4,6 +4,7 @@ stock. Staff's "re-check" of a payment lives here too."""
 from __future__ import annotations
 
 import logging
+import re
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -64,7 +65,7 @@ def payment_reversal_request(
                 _("Sem o ID da transacção M-Pesa não é possível reverter aqui; use o portal M-Pesa.")
             )
         left = attempt.amount - reversed_total(attempt_id=attempt.pk)
-        amount = left if amount is None else Decimal(amount)
+        amount = left if amount is None else _money(amount)
         if amount <= 0 or amount > left:
             raise ReversalNotAllowed(_("Pode reverter no máximo %(left)s MT deste pagamento.") % {"left": left})
         full = amount == left and attempt.pays_order
@@ -97,6 +98,99 @@ def payment_reversal_request(
             },
         )
     return reversal
+
+
+PORTAL_REFERENCE = re.compile(r"[A-Z0-9]{1,20}")
+
+
+def payment_reversal_record_external(
+    *,
+    attempt_id: int,
+    portal_reference: str,
+    amount: Decimal,
+    recorded_by: str,
+    reason: str,
+    restock: bool | None = None,
+) -> Reversal:
+    """Finance gave ``amount`` of a paid attempt back in the M-Pesa portal (the API cannot without the M-Pesa
+    transaction id): record it. Nothing is sent. The reversal is CREATED ``SUCCEEDED`` and ``external`` (no
+    transition: it never was requested or sent), its reference the portal's (1–20 letters or digits, stored
+    uppercase, unique), with a REVERSAL event; the order and stock follow as after an API reversal
+    (:func:`_order_after_reversal`). Locks Order (1) → attempt (2).
+
+    ``amount`` is at most what is left: paid − reversed − any reversal still open (that one may still succeed).
+    ``restock`` defaults as in :func:`payment_reversal_request`. Recording the same portal reference for the same
+    attempt and amount again returns the first record (idempotent); any other reuse of it is refused.
+    Raises :class:`ReversalNotAllowed`.
+    """
+    reference = "".join(portal_reference.split()).upper()
+    if not PORTAL_REFERENCE.fullmatch(reference):
+        raise ReversalNotAllowed(_("A referência do portal M-Pesa tem de ter de 1 a 20 letras ou algarismos."))
+    amount = _money(amount)
+    now = timezone.now()
+    with transaction.atomic():
+        order, attempt = locks.order_and_attempt_lock(attempt_id)
+        recorded = Reversal.objects.filter(reference=reference).first()
+        if recorded is not None:
+            if recorded.attempt_id == attempt.pk and recorded.external and recorded.amount == amount:
+                return recorded
+            raise ReversalNotAllowed(_("A referência %(ref)s já está registada noutra reversão.") % {"ref": reference})
+        if attempt.state != PaymentAttempt.State.SUCCEEDED:
+            raise ReversalNotAllowed(_("Só um pagamento confirmado pode ser revertido."))
+        reversed_already = reversed_total(attempt_id=attempt.pk)
+        left = attempt.amount - reversed_already - reversed_total(attempt_id=attempt.pk, states=Reversal.OPEN)
+        if amount <= 0 or amount > left:
+            raise ReversalNotAllowed(_("Pode reverter no máximo %(left)s MT deste pagamento.") % {"left": left})
+        full = amount == attempt.amount - reversed_already and attempt.pays_order
+        try:
+            with transaction.atomic():
+                reversal = Reversal.objects.create(
+                    attempt=attempt,
+                    reference=reference,
+                    amount=amount,
+                    restock=full if restock is None else restock,
+                    reason=reason[:300],
+                    requested_by=recorded_by[:150],
+                    external=True,
+                    state=R.SUCCEEDED,
+                    finished_at=now,
+                )
+        except IntegrityError:  # the same reference recorded concurrently
+            raise ReversalNotAllowed(
+                _("A referência %(ref)s já está registada noutra reversão.") % {"ref": reference}
+            ) from None
+        event_record(
+            order_id=order.pk,
+            attempt_id=attempt.pk,
+            kind=Kind.REVERSAL,
+            summary=f"reversal {reference} of {attempt.transaction_id or attempt.third_party_reference} "
+            f"({amount} MZN) done in the M-Pesa portal, recorded by {recorded_by}",
+            payload={
+                "state": R.SUCCEEDED,
+                "external": True,
+                "third_party_reference": attempt.third_party_reference,
+                "transaction_id": attempt.transaction_id,
+                "reversal_reference": reference,
+                "amount": str(amount),
+                "restock": reversal.restock,
+                "reason": reason,
+                "recorded_by": recorded_by,
+            },
+        )
+        _order_after_reversal(order=order, attempt=attempt, reversal=reversal)
+    logger.info("reversal %s of %s recorded from the portal by %s", reference, attempt, recorded_by)
+    return reversal
+
+
+def _money(amount: Decimal) -> Decimal:
+    """``amount`` as meticais with at most two decimals; anything else is refused."""
+    try:
+        value = Decimal(amount)
+    except (ArithmeticError, TypeError, ValueError):
+        raise ReversalNotAllowed(_("Montante inválido.")) from None
+    if not value.is_finite() or value != value.quantize(Decimal("0.01")):
+        raise ReversalNotAllowed(_("Montante inválido."))
+    return value.quantize(Decimal("0.01"))
 
 
 def payment_reversal_send(*, reversal_id: int) -> Reversal | None:
@@ -218,7 +312,7 @@ def _order_after_reversal(*, order: Order, attempt: PaymentAttempt, reversal: Re
     """
     back = reversed_total(attempt_id=attempt.pk)
     note = _("Pagamento %(tid)s: %(amount)s MT devolvidos (%(ref)s).") % {
-        "tid": attempt.transaction_id,
+        "tid": attempt.transaction_id or attempt.third_party_reference,
         "amount": reversal.amount,
         "ref": reversal.transaction_id or reversal.reference,
     }

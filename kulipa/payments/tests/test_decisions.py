@@ -842,6 +842,7 @@ EXPECTED_PAIRS: dict[str, list[tuple[str, str]]] = {
         ("cancelled", "paid"),
         ("cancelled", "needs_attention"),
         ("paid", "cancelled"),
+        ("needs_attention", "paid"),
         ("needs_attention", "cancelled"),
     ],
     "reservation": [
