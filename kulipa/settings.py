@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "kulipa.inventory",
     "kulipa.orders",
     "kulipa.payments",
+    "kulipa.backoffice",
 ]
 
 MIDDLEWARE = [
