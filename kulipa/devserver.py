@@ -21,6 +21,8 @@ BIN = Path(sys.executable).parent
 
 DEMO_ADMIN = ("admin@kulipa.test", "kulipa-admin")
 DEMO_CUSTOMER = ("cliente@kulipa.test", "kulipa-cliente")
+DEMO_SUPPORT = ("suporte@kulipa.test", "kulipa-suporte")
+DEMO_FINANCE = ("financeiro@kulipa.test", "kulipa-financeiro")
 SANDBOX_API_KEY = os.environ.get("MPESA_SANDBOX_API_KEY", "kulipa-sandbox-api-key-000000001")
 SANDBOX_INITIATOR = "MPesa2018"
 SANDBOX_CREDENTIAL = "Mpesa2019"
@@ -63,7 +65,18 @@ def main() -> None:
     print("· preparing the database", flush=True)
     _manage("migrate", "--noinput", "-v", "0", env=env)
     _manage("load_demo_catalog", env=env)
-    _manage("ensure_demo_users", DEMO_ADMIN[0], DEMO_ADMIN[1], DEMO_CUSTOMER[0], DEMO_CUSTOMER[1], env=env)
+    _manage(
+        "ensure_demo_users",
+        DEMO_ADMIN[0],
+        DEMO_ADMIN[1],
+        DEMO_CUSTOMER[0],
+        DEMO_CUSTOMER[1],
+        "--support",
+        *DEMO_SUPPORT,
+        "--finance",
+        *DEMO_FINANCE,
+        env=env,
+    )
 
     sandbox = not env.get("MPESA_API_KEY")
     offset = int(env.get("MPESA_PORT_OFFSET", "0"))
@@ -135,6 +148,9 @@ def main() -> None:
         "Kulipa is running.",
         f"  Shop        http://127.0.0.1:{port}/",
         f"  Admin       http://127.0.0.1:{port}/admin/   {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}",
+        f"  Support     {DEMO_SUPPORT[0]} / {DEMO_SUPPORT[1]}   (staff, group suporte: sees payments, re-checks)",
+        f"  Finance     {DEMO_FINANCE[0]} / {DEMO_FINANCE[1]}   (staff, group financeiro: also reverses, resolves,"
+        " exports)",
         f"  Customer    {DEMO_CUSTOMER[0]} / {DEMO_CUSTOMER[1]} (or check out as a guest)",
     ]
     if sandbox:
