@@ -1,26 +1,31 @@
-"""Payments in the admin: everything read-only. Events are append-only (no change or delete permission).
+"""Payment records in the admin: everything read-only, every column labelled in Portuguese (and English).
 
-The order admin (``kulipa.orders.admin.OrderAdmin``) is re-registered here with the payment inlines and two
-actions that queue work (the admin never calls M-Pesa itself): "recheck status" and "reverse payment".
+Nothing here acts on money. What staff do about an order's payment (re-check it, reverse it, resolve an attention
+item) lives in the back office (``kulipa.backoffice.admin``): the order page and the attention queue, each control
+behind its own permission and recorded in the audit trail. Events are append-only (no change or delete
+permission); the full MSISDN is never shown.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib import admin
+from django.contrib.admin.utils import display_for_value
+from django.db.models import Model
 from django.http import HttpRequest
-from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy as _
+from django_stubs_ext import StrOrPromise
 
-from kulipa.orders.admin import OrderAdmin
-from kulipa.orders.models import Order
-from kulipa.payments import services, tasks
-from kulipa.payments.models import AttentionItem, CallbackDelivery, PaymentAttempt, PaymentEvent, Reversal
+from kulipa.payments.models import CallbackDelivery, PaymentAttempt, PaymentEvent, Reversal
+from mpesa import mask_msisdn
 
 
-class _ReadOnly:
+class ReadOnlyAdmin:
+    """No add, change or delete: these rows are written only by ``kulipa.payments.services``."""
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -31,185 +36,199 @@ class _ReadOnly:
         return False
 
 
-ATTEMPT_FIELDS = (
-    "third_party_reference",
-    "state",
-    "masked_msisdn",
-    "amount",
-    "mode",
-    "result_code",
-    "result_description",
-    "conversation_id",
-    "transaction_id",
-    "push_started_at",
-    "push_deadline",
-    "finished_at",
-    "next_check_at",
-    "check_count",
-    "pays_order",
-    "created_at",
-)
+EMPTY = "—"
+"""What an empty value shows."""
 
 
-class _MaskedMsisdn:
-    """The ``"masked_msisdn"`` column (the full number is never shown)."""
+@dataclass(frozen=True)
+class Column:
+    """A read-only column or field of a model field under a translated label (the payment models' fields have none
+    of their own)."""
 
-    @admin.display(description=gettext_lazy("número"))
-    def masked_msisdn(self, obj: PaymentAttempt) -> str:
-        from mpesa import mask_msisdn
-
-        return mask_msisdn(obj.msisdn)
-
-
-class PaymentAttemptInline(_ReadOnly, _MaskedMsisdn, admin.TabularInline[PaymentAttempt, Order]):
-    model = PaymentAttempt
-    extra = 0
-    can_delete = False
-    fields = (
-        "third_party_reference",
-        "state",
-        "masked_msisdn",
-        "amount",
-        "result_code",
-        "transaction_id",
-        "created_at",
-    )
-    readonly_fields = fields
-    show_change_link = True
+    label: StrOrPromise
+    ordering: bool = True
+    boolean: bool = False
 
 
-class PaymentEventInline(_ReadOnly, admin.TabularInline[PaymentEvent, Order]):
-    model = PaymentEvent
-    extra = 0
-    can_delete = False
-    fields = ("created_at", "kind", "summary", "attempt")
-    readonly_fields = fields
-    ordering = ("created_at", "id")
+def _value(obj: Model, name: str, *, boolean: bool = False) -> Any:
+    """What a column shows: choices by their label, ``msisdn`` masked, an order by its number, times in Maputo (a
+    read-only field of a method is shown as ``str(value)`` by Django, so it is formatted here)."""
+    if name == "msisdn":
+        return mask_msisdn(str(getattr(obj, name)))
+    if name == "order":  # K0000042, not the order's str (which starts its unguessable link)
+        order = getattr(obj, name)
+        return order.short_reference if order is not None else EMPTY
+    display = getattr(obj, f"get_{name}_display", None)
+    value = display() if callable(display) else getattr(obj, name)
+    return value if boolean else display_for_value(value, EMPTY)
+
+
+_AdminT = TypeVar("_AdminT", bound=type)
+
+
+def columns(spec: dict[str, Column]) -> Callable[[_AdminT], _AdminT]:
+    """Class decorator: for each ``name`` of ``spec``, a display method ``show_<name>`` on the admin (use
+    :func:`shown` for the names)."""
+
+    def add(admin_class: _AdminT) -> _AdminT:
+        for name, column in spec.items():
+
+            def method(self: Any, obj: Model, name: str = name, boolean: bool = column.boolean) -> Any:
+                return _value(obj, name, boolean=boolean)
+
+            method.__name__ = f"show_{name}"
+            display = admin.display(
+                description=column.label,
+                ordering=name if column.ordering else None,
+                boolean=column.boolean or None,
+            )
+            setattr(admin_class, method.__name__, display(method))
+        return admin_class
+
+    return add
+
+
+def shown(*names: str) -> tuple[str, ...]:
+    """The admin names of the :func:`columns` methods for ``names``."""
+    return tuple(f"show_{name}" for name in names)
+
+
+def titled(filter_class: type[admin.FieldListFilter], title: StrOrPromise) -> type[admin.FieldListFilter]:
+    """``filter_class`` under a translated ``title`` (Django titles a filter with the field's verbose name)."""
+
+    class Titled(filter_class):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.title = title
+
+    return Titled
+
+
+def choices_filter(name: str, title: StrOrPromise) -> tuple[str, type[admin.FieldListFilter]]:
+    return (name, titled(admin.ChoicesFieldListFilter, title))
+
+
+def date_filter(name: str, title: StrOrPromise) -> tuple[str, type[admin.FieldListFilter]]:
+    return (name, titled(admin.DateFieldListFilter, title))
+
+
+def all_values_filter(name: str, title: StrOrPromise) -> tuple[str, type[admin.FieldListFilter]]:
+    return (name, titled(admin.AllValuesFieldListFilter, title))
+
+
+ATTEMPT = {
+    "order": Column(_("encomenda")),
+    "third_party_reference": Column(_("referência (ThirdPartyReference)")),
+    "state": Column(_("estado")),
+    "msisdn": Column(_("número M-Pesa")),
+    "amount": Column(_("montante (MT)")),
+    "mode": Column(_("modo")),
+    "result_code": Column(_("código INS")),
+    "result_description": Column(_("descrição da M-Pesa")),
+    "conversation_id": Column(_("ID da conversa")),
+    "transaction_id": Column(_("ID da transacção M-Pesa")),
+    "push_started_at": Column(_("pedido enviado em")),
+    "push_deadline": Column(_("prazo do PIN")),
+    "finished_at": Column(_("terminada em")),
+    "next_check_at": Column(_("próxima verificação")),
+    "check_count": Column(_("verificações")),
+    "pays_order": Column(_("paga a encomenda"), boolean=True),
+    "created_at": Column(_("criada em")),
+}
 
 
 @admin.register(PaymentAttempt)
-class PaymentAttemptAdmin(_ReadOnly, _MaskedMsisdn, admin.ModelAdmin[PaymentAttempt]):
-    list_display = ("third_party_reference", "order", "state", "amount", "result_code", "created_at")
-    list_filter = ("state", "mode", "created_at")
-    search_fields = ("third_party_reference", "transaction_id", "conversation_id", "order__public_id")
-    fields = ("order", *ATTEMPT_FIELDS)
+@columns(ATTEMPT)
+class PaymentAttemptAdmin(ReadOnlyAdmin, admin.ModelAdmin[PaymentAttempt]):
+    list_display = shown("third_party_reference", "order", "state", "amount", "result_code", "created_at")
+    list_filter = (
+        choices_filter("state", _("estado")),
+        all_values_filter("mode", _("modo")),
+        date_filter("created_at", _("criada em")),
+    )
+    search_fields = ("third_party_reference", "transaction_id", "conversation_id")
+    search_help_text = _("Referência, ID da transacção ou da conversa M-Pesa.")
+    fields = shown(*ATTEMPT)
     readonly_fields = fields
     list_select_related = ("order",)
 
 
+EVENT = {
+    "created_at": Column(_("quando")),
+    "order": Column(_("encomenda")),
+    "attempt": Column(_("tentativa")),
+    "kind": Column(_("tipo")),
+    "summary": Column(_("resumo")),
+    "payload": Column(_("conteúdo (números mascarados)"), ordering=False),
+}
+
+
 @admin.register(PaymentEvent)
-class PaymentEventAdmin(_ReadOnly, admin.ModelAdmin[PaymentEvent]):
-    list_display = ("created_at", "order", "attempt", "kind", "summary")
-    list_filter = ("kind", "created_at")
+@columns(EVENT)
+class PaymentEventAdmin(ReadOnlyAdmin, admin.ModelAdmin[PaymentEvent]):
+    list_display = shown("created_at", "order", "attempt", "kind", "summary")
+    list_filter = (choices_filter("kind", _("tipo")), date_filter("created_at", _("quando")))
     search_fields = ("summary", "order__public_id", "attempt__third_party_reference")
-    fields = ("created_at", "order", "attempt", "kind", "summary", "payload")
+    fields = shown(*EVENT)
     readonly_fields = fields
     list_select_related = ("order", "attempt")
 
 
+DELIVERY = {
+    "received_at": Column(_("recebido em")),
+    "remote_ip": Column(_("IP de origem")),
+    "attempt": Column(_("tentativa")),
+    "state": Column(_("estado")),
+    "tries": Column(_("tentativas de processar")),
+    "next_try_at": Column(_("próxima tentativa")),
+    "outcome": Column(_("resultado")),
+    "processed_at": Column(_("processado em")),
+    "error": Column(_("erro")),
+    "headers": Column(_("cabeçalhos"), ordering=False),
+    "body": Column(_("corpo"), ordering=False),
+}
+
+
 @admin.register(CallbackDelivery)
-class CallbackDeliveryAdmin(_ReadOnly, admin.ModelAdmin[CallbackDelivery]):
-    list_display = ("received_at", "remote_ip", "attempt", "state", "outcome", "tries", "processed_at")
-    list_filter = ("state", "outcome", "received_at")
-    search_fields = ("attempt__third_party_reference",)
-    fields = (
-        "received_at",
-        "remote_ip",
-        "attempt",
-        "state",
-        "tries",
-        "next_try_at",
-        "outcome",
-        "processed_at",
-        "error",
-        "headers",
-        "body",
+@columns(DELIVERY)
+class CallbackDeliveryAdmin(ReadOnlyAdmin, admin.ModelAdmin[CallbackDelivery]):
+    list_display = shown("received_at", "remote_ip", "attempt", "state", "outcome", "tries", "processed_at")
+    list_filter = (
+        choices_filter("state", _("estado")),
+        all_values_filter("outcome", _("resultado")),
+        date_filter("received_at", _("recebido em")),
     )
+    search_fields = ("attempt__third_party_reference",)
+    fields = shown(*DELIVERY)
     readonly_fields = fields
+
+
+REVERSAL = {
+    "reference": Column(_("referência da reversão")),
+    "attempt": Column(_("pagamento (tentativa)")),
+    "amount": Column(_("montante (MT)")),
+    "restock": Column(_("repõe stock"), boolean=True),
+    "reason": Column(_("motivo")),
+    "requested_by": Column(_("pedida por")),
+    "external": Column(_("feita no portal M-Pesa"), boolean=True),
+    "state": Column(_("estado")),
+    "result_code": Column(_("código INS")),
+    "result_description": Column(_("descrição da M-Pesa")),
+    "transaction_id": Column(_("ID da transacção M-Pesa")),
+    "sent_at": Column(_("enviada em")),
+    "finished_at": Column(_("terminada em")),
+    "next_check_at": Column(_("próxima verificação")),
+    "check_count": Column(_("verificações")),
+    "created_at": Column(_("criada em")),
+}
 
 
 @admin.register(Reversal)
-class ReversalAdmin(_ReadOnly, admin.ModelAdmin[Reversal]):
-    list_display = ("reference", "attempt", "amount", "state", "restock", "requested_by", "created_at")
-    list_filter = ("state", "created_at")
+@columns(REVERSAL)
+class ReversalAdmin(ReadOnlyAdmin, admin.ModelAdmin[Reversal]):
+    list_display = shown("reference", "attempt", "amount", "state", "restock", "requested_by", "created_at")
+    list_filter = (choices_filter("state", _("estado")), date_filter("created_at", _("criada em")))
     search_fields = ("reference", "attempt__third_party_reference", "attempt__transaction_id")
-    fields = (
-        "reference",
-        "attempt",
-        "amount",
-        "restock",
-        "reason",
-        "requested_by",
-        "state",
-        "result_code",
-        "result_description",
-        "transaction_id",
-        "sent_at",
-        "finished_at",
-        "next_check_at",
-        "check_count",
-        "created_at",
-    )
+    fields = shown(*REVERSAL)
     readonly_fields = fields
-
-
-@admin.register(AttentionItem)
-class AttentionItemAdmin(_ReadOnly, admin.ModelAdmin[AttentionItem]):
-    list_display = ("created_at", "kind", "order", "attempt", "propose_reversal", "resolved_at")
-    list_filter = ("kind", "resolved_at", "created_at")
-    fields = (
-        "created_at",
-        "kind",
-        "order",
-        "attempt",
-        "reason",
-        "propose_reversal",
-        "resolved_at",
-        "resolved_by",
-        "resolution",
-    )
-    readonly_fields = fields
-
-
-@admin.action(description=gettext_lazy("Verificar de novo o estado do pagamento (M-Pesa)"))
-def recheck_payment_status(
-    modeladmin: admin.ModelAdmin[Order], request: HttpRequest, queryset: QuerySet[Order]
-) -> None:
-    queued = 0
-    for order in queryset:
-        attempt_id = services.order_payment_recheck(order=order)
-        if attempt_id is not None:
-            tasks.queue_reconcile(attempt_id, force=True)
-            queued += 1
-    modeladmin.message_user(
-        request, _("Consulta de estado pedida para %(n)s encomenda(s).") % {"n": queued}, messages.SUCCESS
-    )
-
-
-@admin.action(description=gettext_lazy("Reverter o pagamento (devolver o dinheiro pela M-Pesa)"))
-def reverse_payment(modeladmin: admin.ModelAdmin[Order], request: HttpRequest, queryset: QuerySet[Order]) -> None:
-    requested = 0
-    for order in queryset.filter(status__in=[Order.Status.PAID, Order.Status.NEEDS_ATTENTION]):
-        attempts = PaymentAttempt.objects.filter(order=order, state=PaymentAttempt.State.SUCCEEDED).exclude(
-            transaction_id=""
-        )
-        for attempt in attempts:
-            try:
-                reversal = services.payment_reversal_request(
-                    attempt_id=attempt.pk, requested_by=request.user.get_username(), reason="admin action"
-                )
-            except services.PaymentError as exc:
-                modeladmin.message_user(request, f"{order.short_reference}: {exc}", messages.ERROR)
-            else:
-                tasks.queue_reversal(reversal.pk)
-                requested += 1
-    modeladmin.message_user(request, _("Reversão pedida para %(n)s pagamento(s).") % {"n": requested}, messages.INFO)
-
-
-admin.site.unregister(Order)
-
-
-@admin.register(Order)
-class PaymentsOrderAdmin(OrderAdmin):
-    inlines = [*OrderAdmin.inlines, PaymentAttemptInline, PaymentEventInline]
-    actions = [*(OrderAdmin.actions or []), recheck_payment_status, reverse_payment]
+    list_select_related = ("attempt",)

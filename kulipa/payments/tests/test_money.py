@@ -86,12 +86,13 @@ def test_late_payment_after_expiry(sim: Simulator, stock_left: bool) -> None:
     data = status(client, order)
     assert data["paid"] is True and data["status"] == "needs_attention" and "verificar" in data["message"]
 
-    # Staff reverses it from the order admin; the reversal goes to the simulator.
+    # Staff reverses it from the order's page in the back office; the reversal goes to the simulator.
     staff = User.objects.create_superuser(email="admin@example.com", password="pw-123456-x")
     admin = Client()
     admin.force_login(staff)
-    changelist = reverse("admin:orders_order_changelist")
-    response = admin.post(changelist, {"action": "reverse_payment", "_selected_action": [order.pk]})
+    confirm = reverse("admin:orders_order_reverse", args=[order.pk, attempt.pk])
+    reverse_all = {"amount": str(order.total), "reason": "pago sem stock", "restock": "yes"}
+    response = admin.post(confirm, reverse_all)
     assert response.status_code == 302
     wait_for(
         lambda: Reversal.objects.filter(attempt=attempt, state=Reversal.State.SUCCEEDED).exists(),
@@ -102,8 +103,8 @@ def test_late_payment_after_expiry(sim: Simulator, stock_left: bool) -> None:
     assert order.payment_events.filter(kind=Kind.REVERSAL).count() == 2  # requested, result
     tx = sim.transaction(attempt.third_party_reference)
     assert tx is not None and tx["reversed"] is True and Decimal(tx["reversed_amount"]) == order.total
-    # A second click on "reverse" sends nothing more.
-    admin.post(changelist, {"action": "reverse_payment", "_selected_action": [order.pk]})
+    # A second click on "reverse" sends nothing more (nothing is left to reverse).
+    assert admin.post(confirm, reverse_all).status_code == 400
     assert len([t for t in sim.transactions() if t["kind"] == "reversal"]) == 1
     assert "revertido" in status(client, order)["message"] or "devolvido" in status(client, order)["message"]
 
