@@ -100,7 +100,6 @@ def _child_attempts() -> dict[str, Any]:
     """``payment_attempt_start`` for every order, each in its own transaction (as the checkout view does)."""
     _django()
     from django.conf import settings
-
     from django.db import transaction
 
     from kulipa.orders.models import Order
