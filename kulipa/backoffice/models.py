@@ -83,6 +83,7 @@ class StaffAction(models.Model):
             ("recheck_payment", "Pode verificar pagamentos na M-Pesa"),
             ("reverse_payment", "Pode reverter pagamentos"),
             ("resolve_attention", "Pode resolver casos a precisar de atenção"),
+            ("force_confirm_payment", "Pode confirmar à mão uma encomenda a precisar de atenção"),
             ("export_payments", "Pode exportar pagamentos"),
         ]
 

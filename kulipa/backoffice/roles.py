@@ -2,7 +2,8 @@
 
 * **suporte** sees orders, payments, reversals, attention items and the audit log, and may ask M-Pesa again
   about a payment (``recheck_payment``);
-* **financeiro** has all of that, and reverses payments, resolves attention items and exports payments.
+* **financeiro** has all of that, and reverses payments, resolves attention items (dismissing them, or
+  force-confirming an order: a permission of its own) and exports payments.
 
 Migration 0002 creates the groups (with its own frozen copy of this table); :func:`roles_ensure` puts them back
 (``ensure_demo_users``, tests after a flush). The permission itself is checked by ``kulipa.backoffice.services``
@@ -42,6 +43,7 @@ ROLES: dict[str, tuple[tuple[str, str], ...]] = {
         *_SUPPORT_PERMS,
         ("backoffice", "reverse_payment"),
         ("backoffice", "resolve_attention"),
+        ("backoffice", "force_confirm_payment"),
         ("backoffice", "export_payments"),
     ),
 }

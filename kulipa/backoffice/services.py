@@ -45,6 +45,7 @@ StaffUser = AbstractBaseUser | AnonymousUser | None
 PERM_RECHECK = "backoffice.recheck_payment"
 PERM_REVERSE = "backoffice.reverse_payment"
 PERM_RESOLVE = "backoffice.resolve_attention"
+PERM_FORCE_CONFIRM = "backoffice.force_confirm_payment"
 PERM_EXPORT = "backoffice.export_payments"
 
 
@@ -297,9 +298,10 @@ def staff_record_portal_reversal(
 def staff_force_confirm(*, user: StaffUser, item_id: int, note: str, actor_name: str = "") -> Order:
     """Keep and deliver the order of an attention item (it is NEEDS_ATTENTION: paid late without stock, or a
     different amount): the order becomes PAID, its stock sold if still there — otherwise the order's note says
-    "sem stock: encomendar/repor" —, and the item is resolved. Permission ``resolve_attention``; ``note``
-    required. Raises ``PaymentError`` when the item is resolved already or its order is not NEEDS_ATTENTION."""
-    _require(user, PERM_RESOLVE)
+    "sem stock: encomendar/repor" —, and the item is resolved. Permissions ``force_confirm_payment`` and
+    ``resolve_attention``; ``note`` required. Raises ``PaymentError`` when the item is resolved already or its
+    order is not NEEDS_ATTENTION."""
+    _require(user, PERM_FORCE_CONFIRM, PERM_RESOLVE)
     actor, name = _actor(user, actor_name)
     note = _reason(note, _("Indique porque confirma esta encomenda."))
     with transaction.atomic():

@@ -28,14 +28,21 @@ from django.utils.translation import gettext as _
 from kulipa.backoffice import selectors, services
 from kulipa.backoffice.forms import ExportForm, ForceConfirmForm, NoteForm, PortalReversalForm, ReverseForm
 from kulipa.backoffice.models import StaffAction
-from kulipa.backoffice.services import PERM_EXPORT, PERM_RECHECK, PERM_RESOLVE, PERM_REVERSE, staff_can
+from kulipa.backoffice.services import (
+    PERM_EXPORT,
+    PERM_FORCE_CONFIRM,
+    PERM_RECHECK,
+    PERM_RESOLVE,
+    PERM_REVERSE,
+    staff_can,
+)
 from kulipa.core.money import format_mzn
 from kulipa.orders.models import Order
 from kulipa.payments.models import AttentionItem, PaymentAttempt, PaymentEvent, Reversal
 from kulipa.payments.services import PaymentError
 from mpesa import mask_msisdn
 
-__all__ = ["PERM_EXPORT", "PERM_RECHECK", "PERM_RESOLVE", "PERM_REVERSE"]
+__all__ = ["PERM_EXPORT", "PERM_FORCE_CONFIRM", "PERM_RECHECK", "PERM_RESOLVE", "PERM_REVERSE"]
 
 ModelAdmin = admin.ModelAdmin[Any]
 
@@ -332,7 +339,8 @@ def _attention_controls(request: HttpRequest, item: AttentionItem) -> dict[str, 
         and selectors.reversible_amount(attempt=attempt) > 0
     ):
         controls[REVERSE] = reverse("admin:payments_attentionitem_reverse", args=[item.pk])
-    if item.order is not None and item.order.status == Order.Status.NEEDS_ATTENTION and staff_can(user, PERM_RESOLVE):
+    needs_attention = item.order is not None and item.order.status == Order.Status.NEEDS_ATTENTION
+    if needs_attention and staff_can(user, PERM_FORCE_CONFIRM, PERM_RESOLVE):
         controls[FORCE_CONFIRM] = reverse("admin:payments_attentionitem_force_confirm", args=[item.pk])
     if staff_can(user, PERM_RESOLVE):
         controls[DISMISS] = reverse("admin:payments_attentionitem_dismiss", args=[item.pk])
@@ -349,7 +357,11 @@ def attention_page_context(request: HttpRequest, *, item: AttentionItem) -> dict
     }
 
 
-ACTION_PERMS = {REVERSE: (PERM_REVERSE, PERM_RESOLVE), FORCE_CONFIRM: (PERM_RESOLVE,), DISMISS: (PERM_RESOLVE,)}
+ACTION_PERMS = {
+    REVERSE: (PERM_REVERSE, PERM_RESOLVE),
+    FORCE_CONFIRM: (PERM_FORCE_CONFIRM, PERM_RESOLVE),
+    DISMISS: (PERM_RESOLVE,),
+}
 
 
 def attention_action(request: HttpRequest, model_admin: ModelAdmin, *, item_id: int, action: str) -> HttpResponseBase:

@@ -36,7 +36,7 @@ class Migration(migrations.Migration):
                 'verbose_name': 'acção da equipa',
                 'verbose_name_plural': 'acções da equipa',
                 'ordering': ['created_at', 'id'],
-                'permissions': [('recheck_payment', 'Pode verificar pagamentos na M-Pesa'), ('reverse_payment', 'Pode reverter pagamentos'), ('resolve_attention', 'Pode resolver casos a precisar de atenção'), ('export_payments', 'Pode exportar pagamentos')],
+                'permissions': [('recheck_payment', 'Pode verificar pagamentos na M-Pesa'), ('reverse_payment', 'Pode reverter pagamentos'), ('resolve_attention', 'Pode resolver casos a precisar de atenção'), ('force_confirm_payment', 'Pode confirmar à mão uma encomenda a precisar de atenção'), ('export_payments', 'Pode exportar pagamentos')],
             },
         ),
     ]

@@ -24,6 +24,7 @@ ROLES = {
         *SUPPORT,
         ("backoffice", "reverse_payment"),
         ("backoffice", "resolve_attention"),
+        ("backoffice", "force_confirm_payment"),
         ("backoffice", "export_payments"),
     ),
 }

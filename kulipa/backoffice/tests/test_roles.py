@@ -37,6 +37,7 @@ EXPECTED = {
         "backoffice.recheck_payment",
         "backoffice.reverse_payment",
         "backoffice.resolve_attention",
+        "backoffice.force_confirm_payment",
         "backoffice.export_payments",
     },
 }
@@ -97,7 +98,12 @@ def test_what_each_role_may_do() -> None:
     support = User.objects.get(pk=support.pk)
     finance = User.objects.get(pk=finance.pk)
     assert support.has_perm("backoffice.recheck_payment") and support.has_perm("payments.view_paymentevent")
-    for perm in ("backoffice.reverse_payment", "backoffice.resolve_attention", "backoffice.export_payments"):
+    for perm in (
+        "backoffice.reverse_payment",
+        "backoffice.resolve_attention",
+        "backoffice.force_confirm_payment",
+        "backoffice.export_payments",
+    ):
         assert not support.has_perm(perm)
         assert finance.has_perm(perm)
     for user in (support, finance):  # views only: nothing is changed through the admin's forms

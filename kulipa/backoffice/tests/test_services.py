@@ -139,6 +139,28 @@ def test_resolving_by_reversal_needs_both_permissions(sim: Simulator, staff: Sta
     assert Reversal.objects.count() == 0 and StaffAction.objects.count() == 0
 
 
+def test_force_confirming_is_a_permission_of_its_own(sim: Simulator, staff: Staff) -> None:
+    """Resolving attention items (dismissing them) does not include keeping money by force-confirming an order."""
+    order, _attempt, _product, item = late_payment_without_stock(sim)
+    resolver = User.objects.create_user("so-resolver@test.kulipa", "x", is_staff=True)
+    resolver.user_permissions.add(Permission.objects.get(codename="resolve_attention"))
+    resolver = User.objects.get(pk=resolver.pk)
+    with pytest.raises(PermissionDenied):
+        backoffice.staff_force_confirm(user=resolver, item_id=item.pk, note="manter")
+    assert Order.objects.get(pk=order.pk).status == Order.Status.NEEDS_ATTENTION
+    assert StaffAction.objects.count() == 0
+    backoffice.staff_dismiss(user=resolver, item_id=item.pk, note="cliente avisado")
+    assert StaffAction.objects.get().action == StaffAction.Action.DISMISS
+
+
+def test_a_forced_recheck_of_a_paid_payment_asks_and_shows_the_answer(sim: Simulator, staff: Staff) -> None:
+    order, attempt, _item = paid_order()
+    before = order.payment_events.filter(kind="status_query").count()
+    assert backoffice.staff_recheck(user=staff.support, order=order) == attempt.pk
+    wait_for(lambda: order.payment_events.filter(kind="status_query").count() == before + 1, what="status query logged")
+    assert Order.objects.get(pk=order.pk).status == Order.Status.PAID  # asked, nothing changed
+
+
 # --- re-check ---------------------------------------------------------------------------------------------------
 def test_recheck_asks_mpesa_and_the_answer_pays_the_order(sim: Simulator, staff: Staff) -> None:
     order, attempt, _item = unknown_payment()

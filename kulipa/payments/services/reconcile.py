@@ -69,8 +69,8 @@ def attempt_reconcile(
     attempt = PaymentAttempt.objects.filter(pk=attempt_id).first()
     if attempt is None:
         return ReconcileOutcome.UNCHANGED
-    if attempt.state == State.SUCCEEDED:
-        return ReconcileOutcome.ALREADY_FINAL
+    if attempt.state == State.SUCCEEDED and not force:
+        return ReconcileOutcome.ALREADY_FINAL  # staff's forced re-check still asks, and the answer is logged
     if attempt.state == State.QUEUED:
         return ReconcileOutcome.NOT_DUE  # never sent: the dispatcher or the sweep decides
     if not force:
