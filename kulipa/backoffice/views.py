@@ -221,14 +221,19 @@ def what_will_happen(*, amount: Decimal | None, restock: bool, masked_msisdn: st
 
 
 def _sentence(form: ReverseForm, ctx: dict[str, Any]) -> str:
+    """What the reversal filled in ``form`` (valid) will do, for the review step."""
     attempt: PaymentAttempt = ctx["attempt"]
-    if form.is_bound and form.is_valid():
-        amount, restock = form.cleaned_data["amount"], bool(form.cleaned_data["restock"])
-    else:
-        amount, restock = form.initial.get("amount"), form.initial.get("restock") == "yes"
     return what_will_happen(
-        amount=amount, restock=restock, masked_msisdn=ctx["masked_msisdn"], transaction_id=attempt.transaction_id
+        amount=form.cleaned_data["amount"],
+        restock=bool(form.cleaned_data["restock"]),
+        masked_msisdn=ctx["masked_msisdn"],
+        transaction_id=attempt.transaction_id,
     )
+
+
+def _confirmed(request: HttpRequest) -> bool:
+    """The review step was seen: money moves only on a POST that carries it (the first POST only reviews)."""
+    return request.POST.get("confirm") == "1"
 
 
 def _attempt_of(order_id: int, attempt_id: int) -> tuple[Order, PaymentAttempt]:
@@ -238,9 +243,10 @@ def _attempt_of(order_id: int, attempt_id: int) -> tuple[Order, PaymentAttempt]:
 
 
 def order_reverse(request: HttpRequest, model_admin: ModelAdmin, order_id: int, attempt_id: int) -> HttpResponseBase:
-    """GET: the confirmation page of reversing one attempt (amount, reason, restock, and what will happen; or, when
-    the API cannot reverse it, what finance needs to find it in the M-Pesa portal and the form to record that).
-    POST: ``staff_reverse`` (idempotent against a double click) → the order page."""
+    """GET: the form to reverse one attempt (amount, reason, restock; or, when the API cannot reverse it, what
+    finance needs to find it in the M-Pesa portal and the form to record that). POST: the review — the exact
+    amount, number and stock effect in one sentence, with "Confirmar" and "Alterar"; POST with ``confirm=1``:
+    ``staff_reverse`` (idempotent against a double click) → the order page."""
     order, attempt = _attempt_of(order_id, attempt_id)
     _visible(request, model_admin, order)
     _require(request, PERM_REVERSE)
@@ -253,8 +259,11 @@ def order_reverse(request: HttpRequest, model_admin: ModelAdmin, order_id: int, 
     )
     portal_form = PortalReversalForm(reversible=ctx["reversible"], initial={"amount": ctx["reversible"]})
     status = 200
+    review = ""
     if request.method == "POST":
-        if form.is_valid():
+        if form.is_valid() and not _confirmed(request):
+            review = _sentence(form, ctx)
+        elif form.is_valid():
             try:
                 reversal = services.staff_reverse(
                     user=request.user,
@@ -272,12 +281,13 @@ def order_reverse(request: HttpRequest, model_admin: ModelAdmin, order_id: int, 
                     % {"ref": reversal.reference, "amount": format_mzn(reversal.amount)},
                 )
                 return redirect(_order_url(order))
-        status = 400
+        if not review:
+            status = 400
     return _page(
         request,
         model_admin,
         "backoffice/order_reverse.html",
-        {**ctx, "form": form, "portal_form": portal_form, "sentence": _sentence(form, ctx)},
+        {**ctx, "form": form, "portal_form": portal_form, "review": review},
         status=status,
     )
 
@@ -319,7 +329,7 @@ def order_portal_reversal(
         request,
         model_admin,
         "backoffice/order_reverse.html",
-        {**ctx, "form": form, "portal_form": portal_form, "sentence": _sentence(form, ctx)},
+        {**ctx, "form": form, "portal_form": portal_form, "review": ""},
         status=400,
     )
 
@@ -403,8 +413,11 @@ def attention_action(request: HttpRequest, model_admin: ModelAdmin, *, item_id: 
         form = NoteForm(data)
         ctx["title"] = _("Arquivar sem fazer nada")
     status = 200
+    review = ""
     if data is not None:
-        if form.is_valid():
+        if form.is_valid() and isinstance(form, ReverseForm) and not _confirmed(request):
+            review = _sentence(form, ctx)  # money moves only after the review step
+        elif form.is_valid():
             try:
                 done = _attention_do(request, item=item, action=action, data=form.cleaned_data)
             except (PaymentError, ValueError) as exc:
@@ -412,10 +425,10 @@ def attention_action(request: HttpRequest, model_admin: ModelAdmin, *, item_id: 
             else:
                 messages.success(request, done)
                 return redirect(_item_url(item))
-        status = 400
+        if not review:
+            status = 400
     ctx["form"] = form
-    if isinstance(form, ReverseForm) and "attempt" in ctx:
-        ctx["sentence"] = _sentence(form, ctx)
+    ctx["review"] = review
     return _page(request, model_admin, "backoffice/attention_action.html", ctx, status=status)
 
 

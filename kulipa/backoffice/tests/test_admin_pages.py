@@ -147,15 +147,22 @@ def test_recheck_shows_checking_until_the_worker_answers(team: Team, queued: Que
 
 
 @pytest.mark.django_db
-def test_reverse_page_says_what_will_happen(team: Team) -> None:
+def test_reverse_page_says_what_will_happen_before_anything_moves(team: Team) -> None:
     order, attempt = db_paid_order()
-    html = team.client("financeiro").get(reverse_page(order, attempt)).content.decode()
+    client = team.client("financeiro")
+    html = client.get(reverse_page(order, attempt)).content.decode()
+    assert 'value="500,00"' in html  # everything that is left, by default
+    assert 'value="yes"' in html and re.search(r'value="yes"[^>]*checked', html)  # restock: yes for a full one
+    # The first POST only reviews: the exact amount, number and stock effect of what was typed; nothing moves.
+    review = client.post(reverse_page(order, attempt), {"amount": "120,00", "reason": "avaria", "restock": "no"})
+    assert review.status_code == 200
+    html = review.content.decode()
     sentence = re.search(r'<p class="sentence" id="reverse-sentence">(.*?)</p>', html, re.S)
     assert sentence is not None
     text = sentence.group(1)
-    assert "500,00 MT" in text and "25884****567" in text and "TXPAID0001" in text and "stock" in text
-    assert 'value="500,00"' in html  # everything that is left, by default
-    assert 'value="yes"' in html and re.search(r'value="yes"[^>]*checked', html)  # restock: yes for a full one
+    assert "120,00 MT" in text and "25884****567" in text and "TXPAID0001" in text and "O stock não muda" in text
+    assert 'name="confirm" value="1"' in html
+    assert not Reversal.objects.exists() and not StaffAction.objects.exists()
 
 
 # --- the attention queue ----------------------------------------------------------------------------------------
@@ -213,7 +220,8 @@ def test_finance_finds_a_paid_order_by_its_transaction_id_and_reverses_part_of_i
     confirm = client.get(reverse_page(order, attempt))
     assert confirm.status_code == 200 and "800,00 MT" in confirm.content.decode()
     response = client.post(
-        reverse_page(order, attempt), {"amount": "150,00", "reason": "um artigo chegou partido", "restock": "no"}
+        reverse_page(order, attempt),
+        {"amount": "150,00", "reason": "um artigo chegou partido", "restock": "no", "confirm": "1"},
     )
     assert response.status_code == 302 and response["Location"] == order_page(order)
     reversal = wait_for(

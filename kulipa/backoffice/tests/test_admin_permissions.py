@@ -224,7 +224,9 @@ def test_staff_without_view_permission_get_403_on_every_order_path(queued: Queue
         portal_page(order, attempt),
     ):
         assert bare.get(url).status_code == 403, url
-        assert bare.post(url, {"amount": "10.00", "reason": "x", "restock": "no"}).status_code == 403, url
+        assert bare.post(url, {"amount": "10.00", "reason": "x", "restock": "no", "confirm": "1"}).status_code == 403, (
+            url
+        )
     assert nothing_changed(queued)
 
 
@@ -232,7 +234,7 @@ def test_staff_without_view_permission_get_403_on_every_order_path(queued: Queue
 def test_reverse_needs_reverse_permission(team: Team, queued: Queued) -> None:
     order, attempt = db_paid_order()
     url = reverse_page(order, attempt)
-    data = {"amount": "100.00", "reason": "cliente devolveu um artigo", "restock": "no"}
+    data = {"amount": "100.00", "reason": "cliente devolveu um artigo", "restock": "no", "confirm": "1"}
 
     for who in ("leitor", "suporte"):
         client = team.client(who)
@@ -266,7 +268,8 @@ def test_superuser_may_reverse(team: Team, queued: Queued) -> None:
     client = team.client("admin")
     assert reverse_page(order, attempt) in client.get(order_page(order)).content.decode()
     response = client.post(
-        reverse_page(order, attempt), {"amount": "500.00", "reason": "encomenda anulada", "restock": "yes"}
+        reverse_page(order, attempt),
+        {"amount": "500.00", "reason": "encomenda anulada", "restock": "yes", "confirm": "1"},
     )
     assert response.status_code == 302
     reversal = Reversal.objects.get()
@@ -321,7 +324,14 @@ ATTENTION_ACTIONS = ("reverse", "force_confirm", "dismiss")
 
 def test_attention_actions_need_their_permissions(team: Team, queued: Queued) -> None:
     order, _attempt, item = db_attention_order()
-    data = {"note": "visto", "understood": "on", "amount": "480.00", "reason": "devolver", "restock": "no"}
+    data = {
+        "note": "visto",
+        "understood": "on",
+        "amount": "480.00",
+        "reason": "devolver",
+        "restock": "no",
+        "confirm": "1",
+    }
 
     for who in ("leitor", "suporte"):
         client = team.client(who)
@@ -347,7 +357,7 @@ def test_finance_resolves_by_reversal(team: Team, queued: Queued) -> None:
     _order, attempt, item = db_attention_order()
     client = team.client("financeiro")
     response = client.post(
-        item_page(item, "reverse"), {"amount": "480.00", "reason": "montante errado", "restock": "no"}
+        item_page(item, "reverse"), {"amount": "480.00", "reason": "montante errado", "restock": "no", "confirm": "1"}
     )
     assert response.status_code == 302 and response["Location"] == item_page(item)
     reversal = Reversal.objects.get(attempt=attempt)
