@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from django import forms
 from django.core.validators import MaxValueValidator
 from django.utils.translation import gettext_lazy as _
+
+from kulipa.core.money import format_mzn
 
 MAX_EXPORT_DAYS = 366
 YES, NO = "yes", "no"
@@ -41,14 +44,24 @@ class ReverseForm(forms.Form):
         widget=forms.RadioSelect,
     )
 
+    request_key = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
+    """One per rendering of the form: posting it twice (a double click) is one reversal."""
+
     def __init__(self, *args: Any, reversible: Decimal, full_by_default: bool, **kwargs: Any) -> None:
-        kwargs.setdefault("initial", {"amount": reversible, "restock": YES if full_by_default else NO})
+        kwargs.setdefault(
+            "initial",
+            {
+                "amount": reversible,
+                "restock": YES if full_by_default else NO,
+                "request_key": secrets.token_urlsafe(24),
+            },
+        )
         super().__init__(*args, **kwargs)
         self.reversible = reversible
         amount = self.fields["amount"]
         _limit(amount, reversible)
-        amount.help_text = _("No máximo %(left)s MT (o que ainda não foi devolvido deste pagamento).") % {
-            "left": reversible
+        amount.help_text = _("No máximo %(left)s (o que ainda não foi devolvido deste pagamento).") % {
+            "left": format_mzn(reversible)
         }
 
     def clean_reason(self) -> str:

@@ -151,6 +151,10 @@ def _open_reversal(attempt_id: int) -> Reversal | None:
     return Reversal.objects.filter(attempt_id=attempt_id, state__in=Reversal.OPEN).first()
 
 
+def _reversal_ids(attempt_id: int) -> set[int]:
+    return set(Reversal.objects.filter(attempt_id=attempt_id).values_list("pk", flat=True))
+
+
 def _item_locked(item_id: int) -> AttentionItem:
     """The item, read again after locking its order (1), so two people acting on it are serialised."""
     order_id = AttentionItem.objects.values_list("order_id", flat=True).get(pk=item_id)
@@ -215,23 +219,30 @@ def staff_reverse(
     restock: bool | None,
     actor_name: str = "",
     queue: bool = True,
+    request_key: str | None = None,
 ) -> Reversal:
     """Give back ``amount`` (``None``: all that is left) of a paid attempt through the M-Pesa API. Permission
     ``reverse_payment``; ``reason`` required (:class:`ReasonRequired`). The reversal is stored REQUESTED with its
     own reference and sent by the worker after commit (``queue=False``: the caller sends it itself, as the command
-    line does). A reversal of this attempt still open is returned instead, and nothing is written (double click).
+    line does). The reversal of an earlier post of the same form (``request_key``), or one of this attempt still
+    open, is returned instead, and nothing is written (double click).
     Raises ``ReversalNotAllowed`` (not paid, no M-Pesa transaction id — use the portal —, more than is left)."""
     _require(user, PERM_REVERSE)
     actor, name = _actor(user, actor_name)
     reason = _reason(reason, _("Indique o motivo da reversão."))
     with transaction.atomic():
         order, attempt = locks.order_and_attempt_lock(attempt_id)
-        open_before = _open_reversal(attempt.pk)
+        known = _reversal_ids(attempt.pk)
         before = {**_order_facts(order), **_attempt_facts(attempt)}
         reversal = payments.payment_reversal_request(
-            attempt_id=attempt.pk, requested_by=name, reason=reason, amount=amount, restock=restock
+            attempt_id=attempt.pk,
+            requested_by=name,
+            reason=reason,
+            amount=amount,
+            restock=restock,
+            request_key=request_key,
         )
-        if open_before is not None and reversal.pk == open_before.pk:
+        if reversal.pk in known:  # this form was posted before, or one is still open: nothing new
             return reversal
         _record(
             actor=actor,

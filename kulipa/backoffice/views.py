@@ -271,6 +271,7 @@ def order_reverse(request: HttpRequest, model_admin: ModelAdmin, order_id: int, 
                     amount=form.cleaned_data["amount"],
                     reason=form.cleaned_data["reason"],
                     restock=bool(form.cleaned_data["restock"]),
+                    request_key=form.cleaned_data["request_key"] or None,
                 )
             except (PaymentError, ValueError) as exc:
                 form.add_error(None, _error_text(exc))

@@ -108,6 +108,9 @@ class Reversal(models.Model):
 
     attempt = models.ForeignKey(PaymentAttempt, on_delete=models.PROTECT, related_name="reversals", editable=False)
     reference = models.CharField(max_length=20, unique=True, editable=False)
+    request_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    """The one-time key of the form that asked for it: the same form posted twice is one reversal, even after the
+    first one finished (a double click on a fast reversal)."""
     amount = models.DecimalField(max_digits=12, decimal_places=2, editable=False)
     restock = models.BooleanField(default=False, editable=False)
     """Return the order's sold units to stock when this reversal succeeds."""

@@ -66,6 +66,7 @@ INVENTORY = "kulipa/inventory/services.py"
 PAYMENT_TRANSITIONS = "kulipa/payments/transitions.py"
 CORE_TRANSITIONS = "kulipa/core/transitions.py"
 CATALOG_SERVICES = "kulipa/catalog/services.py"
+ATTENTION = "kulipa/payments/services/attention.py"
 
 OWNERS: dict[str, frozenset[str]] = {
     # Order
@@ -82,6 +83,10 @@ OWNERS: dict[str, frozenset[str]] = {
     "state": frozenset({PAYMENT_TRANSITIONS, INVENTORY, CORE_TRANSITIONS}),
     # Product
     "stock_on_hand": frozenset({INVENTORY}),
+    # AttentionItem: raised and resolved only by payments.services.attention
+    "resolved_at": frozenset({ATTENTION}),
+    "resolved_by": frozenset({ATTENTION}),
+    "resolution": frozenset({ATTENTION}),
 }
 
 TABLE_FIELDS: dict[str, str] = {

@@ -275,6 +275,26 @@ def test_a_double_request_returns_the_same_reversal_and_is_audited_once(sim: Sim
     assert len([t for t in sim.transactions() if t["kind"] == "reversal"]) == 1
 
 
+def test_the_same_form_posted_after_its_reversal_finished_reverses_nothing_more(sim: Simulator, staff: Staff) -> None:
+    """A double click on a fast reversal: the first one was sent and succeeded before the second arrived. The
+    form's one-time key makes the second the same reversal: 50 MT go back once, not twice."""
+    _order, attempt, _item = paid_order()
+    ask: dict[str, Any] = {
+        "user": staff.finance,
+        "attempt_id": attempt.pk,
+        "amount": Decimal("50.00"),
+        "reason": "desconto",
+    }
+    first = backoffice.staff_reverse(**ask, restock=None, request_key="form-1")
+    wait_for(lambda: Reversal.objects.get(pk=first.pk).state == R.SUCCEEDED, what="reversed")
+    second = backoffice.staff_reverse(**ask, restock=None, request_key="form-1")
+    assert second.pk == first.pk
+    assert Reversal.objects.count() == 1 and StaffAction.objects.filter(action=Action.REVERSE).count() == 1
+    assert len([t for t in sim.transactions() if t["kind"] == "reversal"]) == 1
+    third = backoffice.staff_reverse(**ask, restock=None, request_key="form-2")  # a new form: a new reversal
+    assert third.pk != first.pk
+
+
 # --- reversals done in the M-Pesa portal ------------------------------------------------------------------------
 def test_a_payment_without_transaction_id_is_reversed_in_the_portal_and_recorded(sim: Simulator, staff: Staff) -> None:
     order, attempt, item = paid_without_transaction_id(stock=3, quantity=2)

@@ -15,4 +15,9 @@ class Migration(migrations.Migration):
             name='external',
             field=models.BooleanField(default=False, editable=False),
         ),
+        migrations.AddField(
+            model_name='reversal',
+            name='request_key',
+            field=models.CharField(blank=True, editable=False, max_length=64, null=True, unique=True),
+        ),
     ]

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kulipa.core import locks
+from kulipa.core.money import format_mzn
 from kulipa.inventory import services as inventory
 from kulipa.orders import services as orders
 from kulipa.orders.models import Order
@@ -44,17 +45,25 @@ def payment_reversal_request(
     reason: str = "",
     amount: Decimal | None = None,
     restock: bool | None = None,
+    request_key: str | None = None,
 ) -> Reversal:
     """Ask to give back ``amount`` (default: all that is left) of a paid attempt. No network: stores the
     reversal with its own ThirdPartyReference (before anything is sent) as REQUESTED and a REVERSAL event; the
     caller queues the send after commit (``tasks.queue_reversal``). Locks Order (1) → attempt (2).
 
     ``restock`` (default: yes for a reversal that gives back the whole of the order's paying payment, no
-    otherwise) returns the sold units to stock when the reversal succeeds. Idempotent against double clicks: while
-    a reversal of this attempt is open it is returned instead. Raises :class:`ReversalNotAllowed`.
+    otherwise) returns the sold units to stock when the reversal succeeds. Idempotent against double clicks: the
+    reversal an earlier request with the same ``request_key`` made (in any state), or one of this attempt still
+    open, is returned instead (unique constraints). Raises :class:`ReversalNotAllowed`.
     """
     with transaction.atomic():
         order, attempt = locks.order_and_attempt_lock(attempt_id)
+        if request_key:
+            asked_before = Reversal.objects.filter(request_key=request_key).first()
+            if asked_before is not None and asked_before.attempt_id != attempt.pk:
+                raise ReversalNotAllowed(_("Pedido inválido: abra de novo a página de reversão."))
+            if asked_before is not None:
+                return asked_before
         open_one = Reversal.objects.filter(attempt_id=attempt.pk, state__in=Reversal.OPEN).first()
         if open_one is not None:
             return open_one
@@ -67,19 +76,24 @@ def payment_reversal_request(
         left = attempt.amount - reversed_total(attempt_id=attempt.pk)
         amount = left if amount is None else _money(amount)
         if amount <= 0 or amount > left:
-            raise ReversalNotAllowed(_("Pode reverter no máximo %(left)s MT deste pagamento.") % {"left": left})
+            raise ReversalNotAllowed(
+                _("Pode reverter no máximo %(left)s deste pagamento.") % {"left": format_mzn(left)}
+            )
         full = amount == left and attempt.pays_order
         try:
             with transaction.atomic():
                 reversal = Reversal.objects.create(
                     attempt=attempt,
                     reference=gateway.new_reference("R"),
+                    request_key=request_key or None,
                     amount=amount,
                     restock=full if restock is None else restock,
                     reason=reason[:300],
                     requested_by=requested_by[:150],
                 )
-        except IntegrityError:  # requested concurrently: the open one stands
+        except IntegrityError:  # requested concurrently: the one that got in stands
+            if request_key:
+                return Reversal.objects.get(request_key=request_key)
             return Reversal.objects.get(attempt_id=attempt.pk, state__in=Reversal.OPEN)
         event_record(
             order_id=order.pk,
@@ -140,7 +154,9 @@ def payment_reversal_record_external(
         reversed_already = reversed_total(attempt_id=attempt.pk)
         left = attempt.amount - reversed_already - reversed_total(attempt_id=attempt.pk, states=Reversal.OPEN)
         if amount <= 0 or amount > left:
-            raise ReversalNotAllowed(_("Pode reverter no máximo %(left)s MT deste pagamento.") % {"left": left})
+            raise ReversalNotAllowed(
+                _("Pode reverter no máximo %(left)s deste pagamento.") % {"left": format_mzn(left)}
+            )
         full = amount == attempt.amount - reversed_already and attempt.pays_order
         try:
             with transaction.atomic():
@@ -309,14 +325,10 @@ def _order_after_reversal(*, order: Order, attempt: PaymentAttempt, reversal: Re
       "devolvido"; in part → "devolvido em parte";
     * a duplicate payment given back → the order is untouched;
     * ``reversal.restock`` → the sold units return to stock (an event says which).
+
+    The reversal itself is told by its REVERSAL events (the order's timeline), not as a reason for attention.
     """
     back = reversed_total(attempt_id=attempt.pk)
-    note = _("Pagamento %(tid)s: %(amount)s MT devolvidos (%(ref)s).") % {
-        "tid": attempt.transaction_id or attempt.third_party_reference,
-        "amount": reversal.amount,
-        "ref": reversal.transaction_id or reversal.reference,
-    }
-    orders.order_attention_note(order=order, note=note)
     if attempt.pays_order:
         if back >= attempt.amount:
             orders.order_payment_status_set(order=order, payment_status=PaymentStatus.REFUNDED)
