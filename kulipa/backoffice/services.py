@@ -55,10 +55,10 @@ class ReasonRequired(ReversalNotAllowed, ValueError):
 
 # --- who may ----------------------------------------------------------------------------------------------------
 def staff_can(user: StaffUser, *perms: str) -> bool:
-    """Whether ``user`` holds every one of ``perms`` (``None``, the command line, may do everything). For showing
-    or hiding buttons; the actions below check again themselves."""
+    """Whether ``user`` holds every one of ``perms`` (nobody — ``None`` — holds any: the command line names the
+    staff member it acts as). For showing or hiding buttons; the actions below check again themselves."""
     if user is None:
-        return True
+        return False
     has_perm = getattr(user, "has_perm", None)
     return bool(user.is_active and has_perm is not None and all(has_perm(p) for p in perms))
 

@@ -7,11 +7,14 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from kulipa.accounts.models import User
 from kulipa.backoffice.models import StaffAction
+from kulipa.backoffice.roles import FINANCE, SUPPORT, roles_ensure
 from kulipa.backoffice.selectors import MAPUTO
 from kulipa.backoffice.tests.conftest import paid_order, paid_without_transaction_id, unknown_payment
 from kulipa.catalog.models import Product
@@ -25,10 +28,43 @@ PS = Order.PaymentStatus
 R = Reversal.State
 
 
+OPERATOR = "operador@test.kulipa"
+
+
+@pytest.fixture(autouse=True)
+def operator(transactional_db: None, monkeypatch: pytest.MonkeyPatch) -> User:
+    """The staff member the commands act as (finance), named the way an operator's shell would: KULIPA_OPERATOR."""
+    roles_ensure()
+    user = User.objects.create_user(OPERATOR, "x-password-1", is_staff=True)
+    user.groups.add(Group.objects.get(name=FINANCE))
+    monkeypatch.setenv("KULIPA_OPERATOR", OPERATOR)
+    return user
+
+
 def mpesa(*args: str) -> str:
     out = StringIO()
     call_command("mpesa", *args, stdout=out, stderr=StringIO())
     return out.getvalue()
+
+
+def test_acting_needs_a_staff_member_with_the_permission(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line checks permissions like the web: it acts as a named staff member, never as nobody."""
+    _order, attempt, _item = paid_order()
+    reference = attempt.third_party_reference
+    monkeypatch.delenv("KULIPA_OPERATOR")
+    for args in (["reverse", reference, "--reason", "x"], ["status", reference, "--query"]):
+        with pytest.raises(CommandError, match="name the staff member"):
+            mpesa(*args)
+    with pytest.raises(CommandError, match="no active staff member"):
+        mpesa("reverse", reference, "--reason", "x", "--as", "ninguem@test.kulipa")
+    support = User.objects.create_user("suporte-cli@test.kulipa", "x-password-1", is_staff=True)
+    support.groups.add(Group.objects.get(name=SUPPORT))
+    with pytest.raises(CommandError, match="may not reverse"):
+        mpesa("reverse", reference, "--reason", "x", "--as", support.email)
+    assert not Reversal.objects.exists() and not StaffAction.objects.exists()
+    assert "Queried M-Pesa" in mpesa("status", reference, "--query", "--as", support.email)  # support may ask
+    assert StaffAction.objects.get().actor_name.startswith(f"{support.email} (cli:")
+    assert mpesa("status", reference)  # only looking needs no one
 
 
 # --- status -----------------------------------------------------------------------------------------------------
@@ -64,8 +100,8 @@ def test_status_query_asks_mpesa_now_and_is_audited(sim: Simulator) -> None:
     order.refresh_from_db()
     assert order.status == OS.PAID
     audit = StaffAction.objects.get()
-    assert audit.action == StaffAction.Action.RECHECK and audit.actor is None
-    assert audit.actor_name.startswith("cli:")
+    assert audit.action == StaffAction.Action.RECHECK and audit.actor is not None and audit.actor.email == OPERATOR
+    assert audit.actor_name.startswith(f"{OPERATOR} (cli:")
     assert (audit.before["state"], audit.after["state"], audit.after["status_query"]) == (
         "unknown",
         "succeeded",
@@ -88,9 +124,9 @@ def test_reverse_sends_now_a_part_then_the_rest(sim: Simulator) -> None:
         StaffAction.Action.REVERSE,
         reversal,
         "desconto",
-        None,
+        User.objects.get(email=OPERATOR),
     )
-    assert audit.actor_name.startswith("cli:") and reversal.requested_by == audit.actor_name
+    assert audit.actor_name.startswith(f"{OPERATOR} (cli:") and reversal.requested_by == audit.actor_name
 
     # The rest, named by the order; restocked on request.
     shown = mpesa("reverse", order.short_reference, "--reason", "cliente desistiu", "--restock")

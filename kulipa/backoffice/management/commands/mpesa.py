@@ -6,8 +6,10 @@
 
 ``<reference>`` is a payment's ThirdPartyReference, an order's short reference (K0000042), an M-Pesa transaction
 id, or a reversal's reference. Unlike the web, the command line may wait for M-Pesa: ``status --query`` asks it now
-and ``reverse`` sends the reversal now. Actions are audited as "cli:<os user>". Exits non-zero (CommandError) on
-an unknown reference, a payment that cannot be reversed, or M-Pesa refusing.
+and ``reverse`` sends the reversal now. Whoever acts names the staff member they act as, ``--as EMAIL`` (or
+``KULIPA_OPERATOR``): that user's permissions are checked as on the web (``recheck_payment`` for ``status --query``,
+``reverse_payment`` for ``reverse``) and the audit log says "EMAIL (cli:<os user>)". Exits non-zero (CommandError)
+on an unknown reference or operator, a missing permission, a payment that cannot be reversed, or M-Pesa refusing.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone, translation
 
+from kulipa.accounts.models import User
 from kulipa.backoffice import selectors
 from kulipa.backoffice import services as backoffice
 from kulipa.backoffice.selectors import MAPUTO, Found
@@ -37,13 +41,24 @@ State = PaymentAttempt.State
 R = Reversal.State
 
 
-def operator() -> str:
-    """Who runs the command, for the audit log: ``cli:<os user>``."""
+def acting(user: User) -> str:
+    """Who acts, for the audit log: ``EMAIL (cli:<os user>)``."""
     try:
         name = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)
         name = os.environ.get("USER", "") or "unknown"
-    return f"cli:{name}"
+    return f"{user.email} (cli:{name})"
+
+
+def staff_member(email: str | None) -> User:
+    """The active staff user the operator acts as (``--as`` or ``KULIPA_OPERATOR``); CommandError otherwise."""
+    email = (email or os.environ.get("KULIPA_OPERATOR", "")).strip()
+    if not email:
+        raise CommandError("name the staff member you act as: --as EMAIL (or KULIPA_OPERATOR=EMAIL)")
+    user = User.objects.filter(email__iexact=email, is_active=True, is_staff=True).first()
+    if user is None:
+        raise CommandError(f"no active staff member {email!r}")
+    return user
 
 
 def _when(at: datetime | None) -> str:
@@ -59,10 +74,14 @@ class Command(BaseCommand):
         status.add_argument("reference", help="ThirdPartyReference, order reference (K0000042) or transaction id")
         status.add_argument("--query", action="store_true", help="ask M-Pesa now (forced status query)")
         status.add_argument("--last", type=int, default=10, help="how many history entries to show (default 10)")
+        status.add_argument("--as", dest="operator", default=None, help="staff e-mail to act as (with --query)")
         reverse = sub.add_parser("reverse", help="give a payment back through the M-Pesa API, now")
         reverse.add_argument("reference", help="the payment's ThirdPartyReference or transaction id, or its order")
         reverse.add_argument("--amount", default=None, help="meticais, e.g. 50.00 (default: all that is left)")
         reverse.add_argument("--reason", required=True, help="why (kept in the audit log)")
+        reverse.add_argument(
+            "--as", dest="operator", default=None, help="staff e-mail to act as (needs the permission)"
+        )
         reverse.add_argument(
             "--restock",
             action=argparse.BooleanOptionalAction,
@@ -75,10 +94,16 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         command = options["subcommand"]
         if command == "status":
-            self.status(options["reference"], query=options["query"], last=options["last"])
+            self.status(
+                options["reference"], query=options["query"], last=options["last"], operator=options["operator"]
+            )
         elif command == "reverse":
             self.reverse(
-                options["reference"], amount=options["amount"], reason=options["reason"], restock=options["restock"]
+                options["reference"],
+                amount=options["amount"],
+                reason=options["reason"],
+                restock=options["restock"],
+                operator=options["operator"],
             )
         else:
             self.reconcile(since=options["since"])
@@ -132,16 +157,19 @@ class Command(BaseCommand):
                     self.out(f"  {_when(entry.at)}  [{entry.kind}] {entry.title}" + (f": {summary}" if summary else ""))
 
     # --- status -------------------------------------------------------------------------------------------------
-    def status(self, reference: str, *, query: bool, last: int) -> None:
+    def status(self, reference: str, *, query: bool, last: int, operator: str | None) -> None:
         found = self.find(reference)
         if query:
+            user = staff_member(operator)
             attempt_id = found.attempt.pk if found.attempt is not None else None
             if attempt_id is None:
                 attempt_id = payments.order_payment_recheck(order=found.order)
             if attempt_id is None:
                 raise CommandError(f"order {found.order.short_reference} has no payment sent to M-Pesa to ask about")
             try:
-                outcome = backoffice.staff_recheck_now(user=None, attempt_id=attempt_id, actor_name=operator())
+                outcome = backoffice.staff_recheck_now(user=user, attempt_id=attempt_id, actor_name=acting(user))
+            except PermissionDenied:
+                raise CommandError(f"{user.email} may not ask M-Pesa about payments (recheck_payment)") from None
             except payments.PaymentError as exc:
                 raise CommandError(f"status query failed: {exc}") from exc
             attempt = PaymentAttempt.objects.get(pk=attempt_id)
@@ -155,7 +183,10 @@ class Command(BaseCommand):
         self.show_order(found.order, last=last)
 
     # --- reverse ------------------------------------------------------------------------------------------------
-    def reverse(self, reference: str, *, amount: str | None, reason: str, restock: bool | None) -> None:
+    def reverse(
+        self, reference: str, *, amount: str | None, reason: str, restock: bool | None, operator: str | None
+    ) -> None:
+        user = staff_member(operator)
         found = self.find(reference)
         attempt = found.attempt or self.paying_attempt(found.order)
         value: Decimal | None = None
@@ -166,14 +197,16 @@ class Command(BaseCommand):
                 raise CommandError(f"--amount {amount!r} is not an amount in meticais (e.g. 50.00)") from None
         try:
             reversal = backoffice.staff_reverse(
-                user=None,
+                user=user,
                 attempt_id=attempt.pk,
                 amount=value,
                 reason=reason,
                 restock=restock,
-                actor_name=operator(),
+                actor_name=acting(user),
                 queue=False,  # sent below, now
             )
+        except PermissionDenied:
+            raise CommandError(f"{user.email} may not reverse payments (reverse_payment)") from None
         except (payments.PaymentError, ValueError) as exc:
             raise CommandError(f"not reversible: {attempt.third_party_reference}: {exc}") from exc
         if reversal.state == R.REQUESTED:
