@@ -94,8 +94,24 @@ def test_a_dropped_response_is_unknown_and_the_query_says_it_was_paid(mpesa: Bot
     assert result.outcome is Outcome.UNKNOWN
     assert result.http_status is None
     assert result.error
+    assert result.sent is True  # the connection was open: it may have been (and here was) processed
     query = mpesa.call("query_transaction_status", query_reference=reference, third_party_reference=ref())
     assert query.transaction_status is TransactionStatus.COMPLETED
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_a_refused_connection_is_unknown_but_provably_not_sent(face: str, fresh_sandbox: ThreadedSandbox) -> None:
+    """Nothing listens on the C2B port: the connection never opened, so the gateway cannot have the payment —
+    ``sent`` is False and a shop may offer "try again" at once."""
+    from mpesa.sandbox.testing import find_free_port_offset
+
+    nowhere = Both(fresh_sandbox, face, ports=Ports().shifted(find_free_port_offset()))
+    result = nowhere.pay("258840000001")
+    assert result.outcome is Outcome.UNKNOWN and result.sent is False
+    assert "not sent" in result.description
+    assert sandbox_transactions(fresh_sandbox) == []
+    ok = Both(fresh_sandbox, face).pay("258840000001")
+    assert ok.outcome is Outcome.SUCCESS and ok.sent is True
 
 
 def test_a_c2b_is_sent_once_even_when_the_answer_is_lost(mpesa: Both, fresh_sandbox: ThreadedSandbox) -> None:
