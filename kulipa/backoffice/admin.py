@@ -131,6 +131,22 @@ def recheck_payment_status(modeladmin: OrderAdmin, request: HttpRequest, queryse
 
 
 # --- the order admin ---------------------------------------------------------------------------------------------
+ORDER_FIELDS = (
+    "reference",
+    "status",
+    "payment",
+    "total_mzn",
+    "paid",
+    "paid_amount_mzn",
+    "mpesa_transaction_id",
+    "attention_reason",
+    "expires_at",
+    "created",
+    "updated",
+)
+"""The order's own facts on its page, all read-only."""
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin[Order]):
     list_display = ("reference", "customer", "phone", "total_mzn", "status_label", "payment", "created", "paid")
@@ -157,39 +173,11 @@ class OrderAdmin(admin.ModelAdmin[Order]):
         (_("Cliente"), {"fields": ("customer_name", "email", "delivery_address", "phone", "account")}),
         (
             _("Encomenda"),
-            {
-                "fields": (
-                    "reference",
-                    "status",
-                    "payment",
-                    "total_mzn",
-                    "paid",
-                    "paid_amount_mzn",
-                    "mpesa_transaction_id",
-                    "attention_reason",
-                    "expires_at",
-                    "created",
-                    "updated",
-                )
-            },
+            {"fields": ORDER_FIELDS},
         ),
     )
     # Everything but the contact details is read-only (the payment fields are also editable=False on the model).
-    readonly_fields = (
-        "phone",
-        "account",
-        "reference",
-        "status",
-        "payment",
-        "total_mzn",
-        "paid",
-        "paid_amount_mzn",
-        "mpesa_transaction_id",
-        "attention_reason",
-        "expires_at",
-        "created",
-        "updated",
-    )
+    readonly_fields = ("phone", "account", *ORDER_FIELDS)
 
     # columns and read-only fields
     @admin.display(description=_("n.º"), ordering="pk")

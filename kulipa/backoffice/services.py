@@ -147,10 +147,6 @@ def _record(
     return entry
 
 
-def _open_reversal(attempt_id: int) -> Reversal | None:
-    return Reversal.objects.filter(attempt_id=attempt_id, state__in=Reversal.OPEN).first()
-
-
 def _reversal_ids(attempt_id: int) -> set[int]:
     return set(Reversal.objects.filter(attempt_id=attempt_id).values_list("pk", flat=True))
 
@@ -395,7 +391,7 @@ def staff_resolve_by_reversal(
         if item.attempt_id is None:
             raise ReversalNotAllowed(_("Este caso não indica um pagamento a reverter."))
         order, attempt = locks.order_and_attempt_lock(item.attempt_id)
-        open_before = _open_reversal(attempt.pk)
+        known = _reversal_ids(attempt.pk)
         before = {**_order_facts(order), **_attempt_facts(attempt), **_item_facts(item)}
         reversal = payments.payment_reversal_request(
             attempt_id=attempt.pk, requested_by=name, reason=reason, amount=amount, restock=restock
@@ -417,7 +413,7 @@ def staff_resolve_by_reversal(
             before=before,
             after={**_attempt_facts(attempt), **_reversal_facts(reversal), **_item_facts(item)},
         )
-        if open_before is None or reversal.pk != open_before.pk:
+        if reversal.pk not in known:
             tasks.queue_reversal(reversal.pk)
     return reversal
 

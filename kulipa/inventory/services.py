@@ -51,11 +51,6 @@ def _require_atomic() -> None:
         raise RuntimeError("must be called inside transaction.atomic()")
 
 
-def products_lock(*, product_ids: list[int] | dict[int, int]) -> dict[int, Product]:
-    """Lock the products (ascending pk) and return them fresh. See :func:`kulipa.core.locks.products_lock`."""
-    return locks.products_lock(product_ids)
-
-
 def _shortages(
     *, quantities: dict[int, int], products: dict[int, Product], exclude_order_id: int | None
 ) -> list[Shortage]:
