@@ -19,6 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from kulipa.core.net import client_ip
 from kulipa.orders.errors import OrderNotCancellable
 from kulipa.orders.selectors import order_get_for_viewer
 from kulipa.payments import selectors, services, tasks
@@ -103,10 +104,6 @@ def order_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect(order.get_absolute_url())
 
 
-def _client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
-
-
 @csrf_exempt
 @require_POST
 def mpesa_callback(request: HttpRequest, token: str | None = None) -> HttpResponse:
@@ -122,7 +119,7 @@ def mpesa_callback(request: HttpRequest, token: str | None = None) -> HttpRespon
     elif token is not None:
         raise Http404
     allowed = mpesa_str_list("CALLBACK_ALLOWED_IPS")
-    remote_ip = _client_ip(request)
+    remote_ip = client_ip(request)
     if allowed and remote_ip not in allowed:
         logger.warning("callback from %s refused: not in CALLBACK_ALLOWED_IPS", remote_ip)
         return HttpResponseForbidden()
