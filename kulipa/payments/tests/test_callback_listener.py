@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import socket
 import ssl
 import subprocess
@@ -359,3 +360,115 @@ def test_allow_list_behind_a_trusted_proxy(sim: Simulator, settings: Any) -> Non
     wait_for(lambda: all_deliveries_processed(2), what="both accepted deliveries processed")
     assert list(CallbackDelivery.objects.values_list("remote_ip", flat=True).order_by("pk")) == [GATEWAY, GATEWAY]
     assert PaymentAttempt.objects.get(pk=attempt.pk).state == State.DECLINED
+
+
+# --- behind nginx: deploy/nginx/kulipa.conf, run as written (ports, certificate and upstream substituted) ---------
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+EXAMPLE = PROJECT_DIR / "deploy" / "nginx" / "kulipa.conf"
+
+
+@dataclass
+class Nginx:
+    shop_port: int
+    callback_port: int
+    tls: TlsFiles
+
+    def client(self, *, source: str = "127.0.0.1") -> httpx.Client:
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        transport = httpx.HTTPTransport(verify=context, local_address=source)
+        return httpx.Client(transport=transport, timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def render_example(*, tls: TlsFiles, http: int, https: int, callback: int, upstream: str) -> str:
+    """The example with this machine's values; IPv6 listens dropped (not every test machine has IPv6)."""
+    text = EXAMPLE.read_text()
+    replacements = {
+        "/etc/letsencrypt/live/loja.example.co.mz/fullchain.pem": str(tls.cert),
+        "/etc/letsencrypt/live/loja.example.co.mz/privkey.pem": str(tls.key),
+        "listen 80;": f"listen 127.0.0.1:{http};",
+        "listen 443 ssl": f"listen 127.0.0.1:{https} ssl",
+        "listen 12345 ssl": f"listen 127.0.0.1:{callback} ssl",
+        "server 127.0.0.1:8000;": f"server {upstream};",
+    }
+    for old, new in replacements.items():
+        assert old in text, f"{old!r} is no longer in {EXAMPLE}: update this test with the example"
+        text = text.replace(old, new)
+    return "\n".join(line for line in text.splitlines() if "listen [::]" not in line)
+
+
+@pytest.fixture
+def nginx(tls: TlsFiles, live_server: Any, tmp_path: Path) -> Iterator[Nginx]:
+    """nginx in front of the live shop with the example configuration (skipped when nginx is not installed)."""
+    if NGINX is None:
+        missing = "nginx is not installed (apt-get install nginx-light): the example config is not exercised"
+        if os.environ.get("KULIPA_REQUIRE_NGINX", "").strip().lower() in {"1", "true", "yes", "on"}:
+            pytest.fail(f"KULIPA_REQUIRE_NGINX=1 but {missing}", pytrace=False)
+        pytest.skip(missing)
+    upstream = live_server.url.removeprefix("http://")
+    running = Nginx(shop_port=free_port(), callback_port=free_callback_port(), tls=tls)
+    (tmp_path / "kulipa.conf").write_text(
+        render_example(
+            tls=tls, http=free_port(), https=running.shop_port, callback=running.callback_port, upstream=upstream
+        )
+    )
+    temp = "".join(
+        f"{kind}_temp_path {tmp_path / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\nevents {{}}\n"
+        f"http {{\naccess_log {tmp_path / 'access.log'};\n{temp}include {tmp_path / 'kulipa.conf'};\n}}\n"
+    )
+    command = [NGINX, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx.conf")]
+    process = subprocess.Popen([*command, "-g", "daemon off;"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"nginx exited: {process.stdout.read() if process.stdout else b''!r}")
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", running.callback_port)) == 0
+
+    try:
+        wait_for(listening, timeout=30, what="nginx listening")
+        yield running
+    finally:
+        _stop(process)
+
+
+def test_the_example_nginx_config_serves_the_shop_and_only_the_callback_on_the_callback_port(
+    sim: Simulator, nginx: Nginx, settings: Any
+) -> None:
+    """nginx (the example, as written) → the shop: the callback port passes only the callback paths, and the
+    allow-list sees the address nginx received the request from, not what the client wrote in X-Forwarded-For."""
+    order = checkout(Client(), {product(stock=1).pk: 1}, msisdn="258840000003")
+    attempt = wait_for(lambda: order.payment_attempts.filter(state=State.DECLINED).first(), what="declined")
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]  # nginx
+    settings.MPESA = shop_mpesa_settings(sim.sandbox, CALLBACK_ALLOWED_IPS=["127.0.0.2"])  # "the gateway"
+    shop, callbacks = f"https://127.0.0.1:{nginx.shop_port}", f"https://127.0.0.1:{nginx.callback_port}"
+
+    with nginx.client() as client:
+        assert client.get(f"{shop}/").status_code == 200
+        assert client.get(f"{shop}/carrinho/").status_code == 200
+        for path in ("/", "/carrinho/", "/admin/login/", "/static/css/shop.css"):
+            assert client.get(f"{callbacks}{path}").status_code == 404, path
+        assert client.get(f"{callbacks}/api/mpesa/callback").status_code == 405  # reaches the shop: POST only
+    with nginx.client(source="127.0.0.2") as gateway_side:
+        response = gateway_side.post(
+            f"{callbacks}/api/mpesa/callback", json=forged(attempt), headers={"X-Forwarded-For": OTHER}
+        )
+        assert response.status_code == 200, response.text
+    with nginx.client(source="127.0.0.3") as stranger:
+        response = stranger.post(
+            f"{callbacks}/api/mpesa/callback", json=forged(attempt), headers={"X-Forwarded-For": "127.0.0.2"}
+        )
+        assert response.status_code == 403
+    wait_for(lambda: all_deliveries_processed(1), what="the accepted delivery processed")
+    delivery = CallbackDelivery.objects.get()
+    assert delivery.remote_ip == "127.0.0.2"
+    assert delivery.headers["X-Forwarded-For"] == f"{OTHER}, 127.0.0.2"
+    assert delivery.headers["X-Forwarded-Proto"] == "https"
