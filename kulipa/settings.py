@@ -207,3 +207,14 @@ LOGGING = {
     # huey's consumer installs its own handler; without this every line of it is printed twice.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "huey": {"propagate": False}},
 }
+
+# --- Callback listener and proxies ---------------------------------------------------------------------------
+# The M-Pesa callback listener (docs/callback-listener.md): gunicorn -c deploy/gunicorn-callback.conf.py serves only
+# /api/mpesa/callback[/<token>] over TLS. Its port is KULIPA_CALLBACK_PORT, else the port of MPESA_CALLBACK_URL.
+CALLBACK_LISTENER_HOST = os.environ.get("KULIPA_CALLBACK_HOST", "0.0.0.0")  # noqa: S104 (it faces the gateway)
+CALLBACK_LISTENER_PORT = int(os.environ.get("KULIPA_CALLBACK_PORT") or 0)  # 0: the port of MPESA_CALLBACK_URL
+CALLBACK_TLS_CERT = os.environ.get("KULIPA_CALLBACK_TLS_CERT", "")  # PEM: the certificate, then its chain
+CALLBACK_TLS_KEY = os.environ.get("KULIPA_CALLBACK_TLS_KEY", "")  # PEM: its private key
+# Reverse proxies in front of Kulipa (addresses or CIDR networks). Only a request whose peer is one of these may
+# name the client in X-Forwarded-For (kulipa.core.net.client_ip); empty: the header is never believed.
+TRUSTED_PROXIES = [p.strip() for p in os.environ.get("KULIPA_TRUSTED_PROXIES", "").split(",") if p.strip()]
