@@ -207,3 +207,27 @@ LOGGING = {
     # huey's consumer installs its own handler; without this every line of it is printed twice.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "huey": {"propagate": False}},
 }
+
+# --- Login throttling and sessions ---------------------------------------------------------------------------------
+# django-axes counts failed logins (shop and back office) in the database and refuses logins — the right password
+# too — for a cool-off after 5 failures for one e-mail from one address, or 30 from one address whatever the e-mail
+# (password spraying). Logins tried while locked are not counted, so a lock never outlasts the cool-off since the
+# last counted failure. See kulipa/accounts/throttle.py; unlock a staff member with `manage.py axes_reset_username`.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes asks: turns a lock into the 429 page
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "kulipa.accounts.throttle.LoginThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # by address alone: LOGIN_IP_FAILURE_LIMIT (the handler)
+AXES_FAILURE_LIMIT = int(os.environ.get("KULIPA_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_IP_FAILURE_LIMIT = int(os.environ.get("KULIPA_LOGIN_IP_FAILURE_LIMIT", "30"))
+AXES_COOLOFF_TIME = int(os.environ.get("KULIPA_LOGIN_COOLOFF_MINUTES", "15")) / 60  # hours, as django-axes reads it
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_FORM_FIELD = "username"  # the field both login forms post (and the name authenticate() is given)
+AXES_USERNAME_CALLABLE = "kulipa.accounts.throttle.login_username"
+AXES_CLIENT_IP_CALLABLE = "kulipa.core.net.client_ip"
+AXES_LOCKOUT_CALLABLE = "kulipa.accounts.throttle.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful login (failures are what it is for; users.last_login stays)
+_loggers = LOGGING["loggers"]
+if isinstance(_loggers, dict):
+    _loggers["axes"] = {"level": "WARNING"}  # failures and lockouts; not a line per login about its bookkeeping
