@@ -214,6 +214,8 @@ LOGGING = {
 # (password spraying). Logins tried while locked are not counted, so a lock never outlasts the cool-off since the
 # last counted failure. See kulipa/accounts/throttle.py; unlock a staff member with `manage.py axes_reset_username`.
 INSTALLED_APPS += ["axes"]
+# Absolute end of staff sessions: after the view, so it runs before SessionMiddleware saves the session.
+MIDDLEWARE.append("kulipa.accounts.middleware.StaffSessionMiddleware")
 MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes asks: turns a lock into the 429 page
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_HANDLER = "kulipa.accounts.throttle.LoginThrottleHandler"
@@ -231,3 +233,6 @@ AXES_DISABLE_ACCESS_LOG = True  # no row per successful login (failures are what
 _loggers = LOGGING["loggers"]
 if isinstance(_loggers, dict):
     _loggers["axes"] = {"level": "WARNING"}  # failures and lockouts; not a line per login about its bookkeeping
+
+# A staff session ends this long after login, however busy (customers: SESSION_COOKIE_AGE, 30 days).
+STAFF_SESSION_SECONDS = int(float(os.environ.get("KULIPA_STAFF_SESSION_HOURS", "8")) * 3600)
