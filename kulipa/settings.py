@@ -236,3 +236,19 @@ if isinstance(_loggers, dict):
 
 # A staff session ends this long after login, however busy (customers: SESSION_COOKIE_AGE, 30 days).
 STAFF_SESSION_SECONDS = int(float(os.environ.get("KULIPA_STAFF_SESSION_HOURS", "8")) * 3600)
+
+# Request rate limits (django-ratelimit) count in their own cache: Redis when REDIS_URL is set (shared by every web
+# process and machine), else this process's memory (one limit per process).
+if REDIS_URL:
+    _RATELIMIT_CACHE = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "kulipa-ratelimit",
+    }
+else:
+    _RATELIMIT_CACHE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kulipa-ratelimit"}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}, "ratelimit": _RATELIMIT_CACHE}
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_FAIL_OPEN = True  # the cache unreachable: let requests through rather than refuse every one
+# Callbacks accepted per client address (kulipa.core.net.client_ip) per window; more get 429 (M-Pesa's INS-16).
+MPESA["CALLBACK_RATE_LIMIT"] = os.environ.get("MPESA_CALLBACK_RATE_LIMIT", "120/m")
