@@ -218,3 +218,48 @@ CALLBACK_TLS_KEY = os.environ.get("KULIPA_CALLBACK_TLS_KEY", "")  # PEM: its pri
 # Reverse proxies in front of Kulipa (addresses or CIDR networks). Only a request whose peer is one of these may
 # name the client in X-Forwarded-For (kulipa.core.net.client_ip); empty: the header is never believed.
 TRUSTED_PROXIES = [p.strip() for p in os.environ.get("KULIPA_TRUSTED_PROXIES", "").split(",") if p.strip()]
+
+# --- Login throttling and sessions ---------------------------------------------------------------------------------
+# django-axes counts failed logins (shop and back office) in the database and refuses logins — the right password
+# too — for a cool-off after 5 failures for one e-mail from one address, or 30 from one address whatever the e-mail
+# (password spraying). Logins tried while locked are not counted, so a lock never outlasts the cool-off since the
+# last counted failure. See kulipa/accounts/throttle.py; unlock a staff member with `manage.py axes_reset_username`.
+INSTALLED_APPS += ["axes"]
+# Absolute end of staff sessions: after the view, so it runs before SessionMiddleware saves the session.
+MIDDLEWARE.append("kulipa.accounts.middleware.StaffSessionMiddleware")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes asks: turns a lock into the 429 page
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "kulipa.accounts.throttle.LoginThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # by address alone: LOGIN_IP_FAILURE_LIMIT (the handler)
+AXES_FAILURE_LIMIT = int(os.environ.get("KULIPA_LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_IP_FAILURE_LIMIT = int(os.environ.get("KULIPA_LOGIN_IP_FAILURE_LIMIT", "30"))
+AXES_COOLOFF_TIME = int(os.environ.get("KULIPA_LOGIN_COOLOFF_MINUTES", "15")) / 60  # hours, as django-axes reads it
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_FORM_FIELD = "username"  # the field both login forms post (and the name authenticate() is given)
+AXES_USERNAME_CALLABLE = "kulipa.accounts.throttle.login_username"
+AXES_CLIENT_IP_CALLABLE = "kulipa.core.net.client_ip"
+AXES_LOCKOUT_CALLABLE = "kulipa.accounts.throttle.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful login (failures are what it is for; users.last_login stays)
+_loggers = LOGGING["loggers"]
+if isinstance(_loggers, dict):
+    _loggers["axes"] = {"level": "WARNING"}  # failures and lockouts; not a line per login about its bookkeeping
+
+# A staff session ends this long after login, however busy (customers: SESSION_COOKIE_AGE, 30 days).
+STAFF_SESSION_SECONDS = int(float(os.environ.get("KULIPA_STAFF_SESSION_HOURS", "8")) * 3600)
+
+# Request rate limits (django-ratelimit) count in their own cache: Redis when REDIS_URL is set (shared by every web
+# process and machine), else this process's memory (one limit per process).
+if REDIS_URL:
+    _RATELIMIT_CACHE = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "kulipa-ratelimit",
+    }
+else:
+    _RATELIMIT_CACHE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kulipa-ratelimit"}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}, "ratelimit": _RATELIMIT_CACHE}
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_FAIL_OPEN = True  # the cache unreachable: let requests through rather than refuse every one
+# Callbacks accepted per client address (kulipa.core.net.client_ip) per window; more get 429 (M-Pesa's INS-16).
+MPESA["CALLBACK_RATE_LIMIT"] = os.environ.get("MPESA_CALLBACK_RATE_LIMIT", "120/m")

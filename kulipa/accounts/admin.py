@@ -5,7 +5,11 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.utils.translation import gettext_lazy as _
 
+from kulipa.accounts.forms import StaffAuthenticationForm
 from kulipa.accounts.models import User
+
+# The back office's login says "too many failures, wait" when django-axes locked it (kulipa.accounts.throttle).
+admin.site.login_form = StaffAuthenticationForm
 
 
 class _UserChangeForm(UserChangeForm[User]):

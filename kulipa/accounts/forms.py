@@ -3,10 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.utils.translation import gettext_lazy as _
 
 from kulipa.accounts.models import User
+from kulipa.accounts.throttle import ThrottledLoginForm
 
 
 class SignupForm(UserCreationForm[User]):
@@ -30,8 +32,8 @@ class SignupForm(UserCreationForm[User]):
         return email
 
 
-class EmailAuthenticationForm(AuthenticationForm):
-    """Log in with e-mail (any letter case) and password."""
+class EmailAuthenticationForm(ThrottledLoginForm):
+    """Log in with e-mail (any letter case) and password; says so when too many failures locked it."""
 
     username = forms.EmailField(
         label=_("E-mail"), widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"})
@@ -48,3 +50,7 @@ class EmailAuthenticationForm(AuthenticationForm):
     def clean_username(self) -> str:
         username: str = self.cleaned_data["username"].strip().lower()
         return username
+
+
+class StaffAuthenticationForm(ThrottledLoginForm, AdminAuthenticationForm):
+    """The back office's login form (``admin.site.login_form``): Django's, saying so when locked."""

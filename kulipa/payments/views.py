@@ -18,12 +18,15 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
+from django_ratelimit import ALL
+from django_ratelimit.core import get_usage
 
 from kulipa.core.net import client_ip
+from kulipa.observability.metrics import limit_hit
 from kulipa.orders.errors import OrderNotCancellable
 from kulipa.orders.selectors import order_get_for_viewer
 from kulipa.payments import selectors, services, tasks
-from kulipa.payments.conf import mpesa_str, mpesa_str_list
+from kulipa.payments.conf import ASYNC, mpesa_str, mpesa_str_list, payment_mode
 
 logger = logging.getLogger(__name__)
 
@@ -104,24 +107,64 @@ def order_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect(order.get_absolute_url())
 
 
+CALLBACK_OVERLOADED = {
+    "output_ResponseCode": "INS-16",
+    "output_ResponseDesc": "Unable to handle the request due to a temporary overloading",
+}
+"""The body of a rate-limited callback's 429: M-Pesa's own code for "temporary overloading" (reference §4.1), in
+the envelope of its answers, so the gateway reads it as "try later"."""
+
+
+def _callback_sender(group: str, request: HttpRequest) -> str:
+    """django-ratelimit key: the client address (behind the proxy too)."""
+    return client_ip(request) or "unknown"
+
+
 @csrf_exempt
 @require_POST
 def mpesa_callback(request: HttpRequest, token: str | None = None) -> HttpResponse:
     """``POST /api/mpesa/callback`` (or ``/api/mpesa/callback/<token>`` when ``CALLBACK_PATH_TOKEN`` is set).
 
-    Wrong or missing token → 404; a sender outside ``CALLBACK_ALLOWED_IPS`` (when set) → 403. Otherwise the raw
-    delivery is stored first and the acknowledgement returned; confirmation happens in a worker.
+    More than ``CALLBACK_RATE_LIMIT`` from one client address → 429 with M-Pesa's INS-16 (counted as limit
+    ``callback_ip``). Wrong or missing token → 404, and in async mode the tokenless path is refused (404) even
+    when no token is configured; a sender outside ``CALLBACK_ALLOWED_IPS`` (when set) → 403. Each of these changes
+    nothing and is counted in ``CallbackRejection``. Otherwise the raw delivery is stored first and the
+    acknowledgement returned; confirmation happens in a worker.
     """
+    remote_ip = client_ip(request)
+    usage = get_usage(
+        request,
+        group="mpesa_callback",
+        key=_callback_sender,
+        rate=mpesa_str("CALLBACK_RATE_LIMIT") or None,
+        method=ALL,
+        increment=True,
+    )
+    if usage is not None and usage["should_limit"]:
+        logger.warning("callback from %s refused: over CALLBACK_RATE_LIMIT", remote_ip)
+        services.callback_refuse(reason="rate_limited")
+        limit_hit(limit="callback_ip")
+        response = JsonResponse(CALLBACK_OVERLOADED, status=429)
+        response["Retry-After"] = str(max(1, int(usage["time_left"])))
+        return response
     expected = mpesa_str("CALLBACK_PATH_TOKEN")
     if expected:
         if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+            services.callback_refuse(reason="bad_token")
             raise Http404
     elif token is not None:
+        services.callback_refuse(reason="bad_token")
+        raise Http404
+    elif payment_mode() == ASYNC:
+        # Results that move money must come on a secret path: without one, async mode takes no callback at all
+        # (payments settle by status query).
+        logger.warning("callback from %s refused: async mode needs MPESA_CALLBACK_PATH_TOKEN", remote_ip)
+        services.callback_refuse(reason="no_token")
         raise Http404
     allowed = mpesa_str_list("CALLBACK_ALLOWED_IPS")
-    remote_ip = client_ip(request)
     if allowed and remote_ip not in allowed:
         logger.warning("callback from %s refused: not in CALLBACK_ALLOWED_IPS", remote_ip)
+        services.callback_refuse(reason="ip_not_allowed")
         return HttpResponseForbidden()
     receipt = services.callback_receive(headers=dict(request.headers), body=request.body, remote_ip=remote_ip)
     if receipt.status == 200:

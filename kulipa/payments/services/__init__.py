@@ -8,7 +8,7 @@ module               what
 ``attempts``         :func:`payment_attempt_start` ("try again"), claim a push, record its answer, close stale
 ``paid``             :func:`order_mark_paid`: the ONE place that makes an order paid
 ``reconcile``        :func:`attempt_reconcile`: status query and its answer
-``callbacks``        :func:`callback_receive` (web), :func:`callback_process` (worker)
+``callbacks``        :func:`callback_receive` / :func:`callback_refuse` (web), :func:`callback_process` (worker)
 ``reversals``        request / send once / reconcile a reversal, record one done in the M-Pesa portal; the order
                      and stock after it
 ``sweep``            the repair of every intermediate state, and raising what is stuck
@@ -44,6 +44,7 @@ from kulipa.payments.services.callbacks import (
     callback_fields,
     callback_process,
     callback_receive,
+    callback_refuse,
 )
 from kulipa.payments.services.checkout import checkout_place
 from kulipa.payments.services.errors import InvalidMsisdn, PaymentError, PaymentNotAllowed, ReversalNotAllowed
@@ -94,6 +95,7 @@ __all__ = [
     "callback_fields",
     "callback_process",
     "callback_receive",
+    "callback_refuse",
     "checkout_place",
     "deliveries_to_process",
     "order_cancel_unpaid",

@@ -123,6 +123,12 @@ def _tally(reason: str, now: datetime) -> None:
         CallbackRejection.objects.filter(day=day, reason=reason).update(count=F("count") + 1)
 
 
+def callback_refuse(*, reason: str) -> None:
+    """Count, under ``reason``, a callback refused before its body was read (wrong path token, sender not allowed,
+    rate limit). Nothing is stored but the count in ``CallbackRejection``: such requests cannot fill the disk."""
+    _tally(reason, timezone.now())
+
+
 def callback_receive(*, headers: Mapping[str, str], body: bytes, remote_ip: str | None) -> CallbackReceipt:
     """An inbound result delivery: checked, stored, acknowledged. Takes no payment locks.
 

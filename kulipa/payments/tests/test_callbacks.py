@@ -180,23 +180,25 @@ def test_forged_success_callback_for_an_unpaid_order_changes_nothing(sim: Simula
     assert PaymentAttempt.objects.get(pk=pending.pk).transaction_id not in ("", "FORGED123")
 
 
-def test_unauthenticated_callback_transaction_id_is_only_a_hint(
+def test_async_mode_without_a_path_token_refuses_callbacks_and_settles_by_status_query(
     sim: Simulator, settings: Any, live_server: Any
 ) -> None:
-    """Without a path token or IP allow-list the callback's TransactionID is kept in the event log only: a
-    confirmed payment is recorded, but a reversal is not offered against an id nobody vouched for."""
+    """Async mode with no ``CALLBACK_PATH_TOKEN``: the gateway's callbacks on the tokenless path are refused (404)
+    and counted, whoever sends them; the payment still settles by status query after the push window, and no
+    transaction id nobody vouched for is recorded (so no reversal is offered against one)."""
     settings.MPESA = shop_mpesa_settings(sim.sandbox, MODE="async")
     sim.configure(callback_url=f"{live_server.url}{CALLBACK}", allow_insecure_callbacks=True)
     client = Client()
     order = checkout(client, {product(stock=1).pk: 1}, msisdn="258840000001")
-    wait_status(client, order, status="paid")
+    wait_for(lambda: [d for d in sim.callbacks() if d["state"] == "failed"], what="the simulator gives up")
+    reconcile_until(lambda: Order.objects.get(pk=order.pk).status == Order.Status.PAID, what="paid by query")
+    delivery = sim.callbacks()[0]
+    assert {a["status"] for a in delivery["attempts"]} == {404}
+    assert CallbackRejection.objects.get(reason="no_token").count == len(delivery["attempts"])
+    assert CallbackDelivery.objects.count() == 0
+    assert not order.payment_events.filter(kind=Kind.CALLBACK).exists()
     attempt = order.payment_attempts.get()
-    assert attempt.transaction_id == ""
-    event = order.payment_events.get(kind=Kind.CALLBACK)
-    assert (
-        event.payload["fields"]["input_TransactionID"]
-        == sim.known_transaction(attempt.third_party_reference)["transaction_id"]
-    )
+    assert attempt.state == State.SUCCEEDED and attempt.transaction_id == ""
 
 
 def test_unknown_reference_is_refused_with_no_side_effect(sim: Simulator) -> None:
@@ -264,11 +266,15 @@ def test_secret_path_token_and_ip_allow_list(sim: Simulator, settings: Any) -> N
     assert post_callback(client, forged(attempt)).status_code == 404
     assert post_callback(client, forged(attempt), f"{CALLBACK}/wrong").status_code == 404
     assert CallbackDelivery.objects.count() == 0
+    assert CallbackRejection.objects.get(reason="bad_token").count == 2
     assert post_callback(client, forged(attempt), f"{CALLBACK}/s3cr3tT0ken").status_code == 200
 
     settings.MPESA = shop_mpesa_settings(sim.sandbox, CALLBACK_ALLOWED_IPS=["10.9.8.7"])
     assert post_callback(client, forged(attempt)).status_code == 403
+    assert CallbackRejection.objects.get(reason="ip_not_allowed").count == 1
     assert post_callback(client, forged(attempt), REMOTE_ADDR="10.9.8.7").status_code == 200
     assert post_callback(client, forged(attempt), f"{CALLBACK}/s3cr3tT0ken").status_code == 404
+    assert CallbackRejection.objects.get(reason="bad_token").count == 3
     wait_for(lambda: all_deliveries_processed(2), what="processed")
+    assert CallbackDelivery.objects.count() == 2
     assert PaymentAttempt.objects.get(pk=attempt.pk).state == State.DECLINED
