@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from kulipa.core.net import client_ip
+from kulipa.observability import metrics
 from kulipa.orders.errors import OrderNotCancellable
 from kulipa.orders.selectors import order_get_for_viewer
 from kulipa.payments import selectors, services, tasks
@@ -115,13 +116,16 @@ def mpesa_callback(request: HttpRequest, token: str | None = None) -> HttpRespon
     expected = mpesa_str("CALLBACK_PATH_TOKEN")
     if expected:
         if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+            metrics.callback_refused(reason="token")
             raise Http404
     elif token is not None:
+        metrics.callback_refused(reason="token")
         raise Http404
     allowed = mpesa_str_list("CALLBACK_ALLOWED_IPS")
     remote_ip = client_ip(request)
     if allowed and remote_ip not in allowed:
         logger.warning("callback from %s refused: not in CALLBACK_ALLOWED_IPS", remote_ip)
+        metrics.callback_refused(reason="address")
         return HttpResponseForbidden()
     receipt = services.callback_receive(headers=dict(request.headers), body=request.body, remote_ip=remote_ip)
     if receipt.status == 200:
