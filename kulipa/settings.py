@@ -263,3 +263,24 @@ RATELIMIT_USE_CACHE = "ratelimit"
 RATELIMIT_FAIL_OPEN = True  # the cache unreachable: let requests through rather than refuse every one
 # Callbacks accepted per client address (kulipa.core.net.client_ip) per window; more get 429 (M-Pesa's INS-16).
 MPESA["CALLBACK_RATE_LIMIT"] = os.environ.get("MPESA_CALLBACK_RATE_LIMIT", "120/m")
+
+# --- Health and metrics -----------------------------------------------------------------------------------
+# /healthz, /readyz and /metrics are answered first, before host validation and HTTPS redirects: load balancers
+# and Prometheus reach each process by its address (docs/metrics.md).
+MIDDLEWARE.insert(0, "kulipa.observability.middleware.ProbeMiddleware")
+# Bearer token Prometheus sends to /metrics. Unset: /metrics answers 404 (open only with DJANGO_DEBUG=1).
+METRICS_TOKEN = os.environ.get("KULIPA_METRICS_TOKEN", "")
+# prometheus_client's multiprocess mode: every process of the machine (gunicorn workers, huey consumers) writes
+# its metrics under this directory, and /metrics adds them up. prometheus_client reads the variable itself, when
+# it is imported: set it in the environment of every process, not here. Empty out the directory when the
+# machine's Kulipa processes are (re)started together.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# /readyz asks the M-Pesa gateway (TCP connect to its host and C2B port): "required" (unreachable → 503),
+# "report" (shown, never 503) or "off". Default: required with real credentials, off with the local simulator.
+READYZ_GATEWAY = os.environ.get("KULIPA_READYZ_GATEWAY", "required" if MPESA["API_KEY"] else "off")
+if READYZ_GATEWAY not in ("required", "report", "off"):
+    raise ImproperlyConfigured("KULIPA_READYZ_GATEWAY must be required, report or off")
+READYZ_GATEWAY_TIMEOUT_SECONDS = float(os.environ.get("KULIPA_READYZ_GATEWAY_TIMEOUT_SECONDS", "2"))
+READYZ_GATEWAY_CACHE_SECONDS = float(os.environ.get("KULIPA_READYZ_GATEWAY_CACHE_SECONDS", "10"))

@@ -4,6 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
+    path("", include("kulipa.observability.urls")),
     path("carrinho/", include("kulipa.cart.urls")),
     path("conta/", include("kulipa.accounts.urls")),
     path("", include("kulipa.orders.urls")),

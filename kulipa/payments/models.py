@@ -82,7 +82,11 @@ class PaymentAttempt(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="attempt_amount_positive"),
         ]
-        indexes = [models.Index(fields=["state", "next_check_at"], name="attempt_state_next_check")]
+        indexes = [
+            models.Index(fields=["state", "next_check_at"], name="attempt_state_next_check"),
+            # /metrics counts the attempts of the last day by state from this index alone (kulipa.observability).
+            models.Index(fields=["created_at", "state"], name="attempt_created_state"),
+        ]
 
     def __str__(self) -> str:
         return self.third_party_reference

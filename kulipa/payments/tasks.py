@@ -28,6 +28,7 @@ from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task
 
 from kulipa.inventory.services import reservations_purge_expired
+from kulipa.observability import metrics
 from kulipa.payments import selectors, services
 from kulipa.payments.conf import mpesa_int
 from kulipa.payments.push_engine import DEFAULT_LIMIT, PushEngine, PushJob, close_at_exit
@@ -73,6 +74,12 @@ def queue_reversal(reversal_id: int) -> None:
     _after_commit(f"reversal {reversal_id}", lambda: reverse_payment(reversal_id))
 
 
+def queue_pending_count() -> int:
+    """Tasks waiting in the queue's storage (one cheap call: Redis ZCARD, SQLite COUNT). Raises when the storage
+    cannot be reached: the readiness probe and ``/metrics`` (``kulipa.observability``) ask here, not huey."""
+    return int(dispatch_payment.huey.pending_count())
+
+
 # --- the push engine's recorder ----------------------------------------------------------------------------
 def push_answered(job: PushJob, result: Result) -> None:
     """The push engine's recorder: record the answer, then queue the next question to the gateway (if any).
@@ -82,6 +89,7 @@ def push_answered(job: PushJob, result: Result) -> None:
 
     from django.db import DatabaseError, close_old_connections
 
+    metrics.push_answered(result=result)
     for n in range(5):
         try:
             attempt = services.payment_attempt_record_push_answer(attempt_id=job.attempt_id, result=result)
