@@ -1,8 +1,9 @@
 """``make run``: one command that starts the whole shop on a laptop.
 
-Migrates, loads the demo catalog, creates the demo logins, starts the M-Pesa sandbox simulator (unless real
-credentials are configured), the huey worker and the web server, prints where everything is, and stops all of it
-on Ctrl-C. Every child gets the same environment, so the worker and the web server talk to the same sandbox.
+Migrates, loads the demo catalog, creates the demo logins, starts the M-Pesa sandbox simulator (when the M-Pesa
+environment is the simulator: ``MPESA_ENVIRONMENT=simulator``, or by default in development without an API key),
+the huey worker and the web server, prints where everything is, and stops all of it on Ctrl-C. Every child gets the
+same environment (``.env`` read as the settings read it), so the worker and the web server talk to the same sandbox.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from kulipa.core.config import SIMULATOR, default_mpesa_environment, normalize_admin_path, read_env_file
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("KULIPA_VAR_DIR", PROJECT_DIR / "var"))
@@ -52,7 +55,15 @@ def _port_free(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _mpesa_environment(env: dict[str, str]) -> str:
+    """As ``kulipa/settings.py`` decides it: ``MPESA_ENVIRONMENT``, else by ``DJANGO_DEBUG`` and ``MPESA_API_KEY``."""
+    explicit = env.get("MPESA_ENVIRONMENT", "").strip().lower()
+    debug = env.get("DJANGO_DEBUG", "").strip().lower() in {"", "1", "true", "yes", "on"}
+    return explicit or default_mpesa_environment(debug=debug, api_key=env.get("MPESA_API_KEY", ""))
+
+
 def main() -> None:
+    read_env_file(PROJECT_DIR)  # what the children will read, so the decisions below agree with theirs
     port = int(os.environ.get("PORT", "8000"))
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "kulipa.settings")
@@ -78,7 +89,8 @@ def main() -> None:
         env=env,
     )
 
-    sandbox = not env.get("MPESA_API_KEY")
+    environment = _mpesa_environment(env)
+    sandbox = environment == SIMULATOR
     offset = int(env.get("MPESA_PORT_OFFSET", "0"))
     phone_url = ""
     if sandbox:
@@ -118,7 +130,7 @@ def main() -> None:
             MPESA_API_KEY=SANDBOX_API_KEY,
             MPESA_PUBLIC_KEY=public_key,
             MPESA_BASE_URL="http://127.0.0.1",
-            MPESA_ENVIRONMENT="sandbox",
+            MPESA_ENVIRONMENT=SIMULATOR,
             MPESA_INITIATOR_IDENTIFIER=SANDBOX_INITIATOR,
             MPESA_SECURITY_CREDENTIAL=SANDBOX_CREDENTIAL,
             MPESA_SANDBOX_PHONE_URL=phone_url,
@@ -143,11 +155,12 @@ def main() -> None:
     children.append(web)
     _wait_for_port(port, process=web)
 
+    admin_path = normalize_admin_path(env.get("KULIPA_ADMIN_PATH", "") or "admin/")
     lines = [
         "",
         "Kulipa is running.",
         f"  Shop        http://127.0.0.1:{port}/",
-        f"  Admin       http://127.0.0.1:{port}/admin/   {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}",
+        f"  Admin       http://127.0.0.1:{port}/{admin_path}   {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}",
         f"  Support     {DEMO_SUPPORT[0]} / {DEMO_SUPPORT[1]}   (staff, group suporte: sees payments, re-checks)",
         f"  Finance     {DEMO_FINANCE[0]} / {DEMO_FINANCE[1]}   (staff, group financeiro: also reverses, resolves,"
         " exports)",
@@ -160,7 +173,7 @@ def main() -> None:
             " phone page). Scenario table: mpesa/sandbox/README.md",
         ]
     else:
-        lines.append("  M-Pesa      real gateway (MPESA_API_KEY is set)")
+        lines.append(f"  M-Pesa      Vodacom's {environment or '?'} gateway (MPESA_ENVIRONMENT)")
     lines += ["Ctrl-C stops everything.", ""]
     print("\n".join(lines), flush=True)
 

@@ -4,10 +4,12 @@ Configuration (all in ``settings.MPESA``, filled from the environment in ``kulip
 
 * ``API_KEY`` / ``PUBLIC_KEY`` (``MPESA_API_KEY`` / ``MPESA_PUBLIC_KEY``): the portal's credentials.
   ``PUBLIC_KEY`` may also be the path of a file holding the key.
-* ``API_KEY`` empty means **the local simulator** (``mpesa.sandbox``): base URL ``http://127.0.0.1`` (or
-  ``BASE_URL``), the real ports moved by ``PORT_OFFSET``, the simulator's public API key
-  (``mpesa.sandbox.DEFAULT_API_KEY``). Its public key changes with its private key, so whoever starts the simulator
-  (the run command) passes it on in ``MPESA_PUBLIC_KEY`` (the simulator prints it and serves it at ``GET /sandbox``).
+* ``ENVIRONMENT`` ``simulator`` means **the local simulator** (``mpesa.sandbox``), and only that (a missing API key
+  never does; ``kulipa/settings.py`` picks the simulator by default in development only): base URL
+  ``http://127.0.0.1`` (or ``BASE_URL``), the real ports moved by ``PORT_OFFSET``, the simulator's public API key
+  (``mpesa.sandbox.DEFAULT_API_KEY``) unless ``API_KEY`` is set. Its public key changes with its private key, so
+  whoever starts the simulator (the run command) passes it on in ``MPESA_PUBLIC_KEY`` (the simulator prints it and
+  serves it at ``GET /sandbox``). ``sandbox`` and ``live`` are Vodacom's gateways.
 * ``BASE_URL``: overrides the environment's host (``ENVIRONMENT`` sandbox/live) for a real gateway too.
 * ``C2B_READ_TIMEOUT_SECONDS``: how long a push may be held open; never below :data:`MIN_C2B_READ_TIMEOUT`
   because answers after more than 90 s have been measured (reference §5.1).
@@ -26,15 +28,15 @@ import logging
 import secrets
 import threading
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
+from kulipa.core.config import LIVE, MPESA_ENVIRONMENTS, SANDBOX, SIMULATOR, read_public_key
 from kulipa.payments.conf import MIN_C2B_READ_TIMEOUT
-from mpesa import AsyncClient, Client, Config, MpesaError, Outcome, Ports, QueryResult, Result, Timeouts
+from mpesa import AsyncClient, Client, Config, Environment, MpesaError, Outcome, Ports, QueryResult, Result, Timeouts
 from mpesa.config import Operation
 
 logger = logging.getLogger(__name__)
@@ -64,21 +66,18 @@ def new_reference(prefix: str) -> str:
 
 
 def uses_local_sandbox() -> bool:
-    return not settings.MPESA["API_KEY"]
-
-
-def _public_key(value: str) -> str:
-    text = value.strip()
-    if text and not text.startswith(("MII", "-----BEGIN")) and len(text) < 4096 and Path(text).is_file():
-        return Path(text).read_text(encoding="ascii").strip()
-    return text
+    """Whether payments go to the local simulator: ``MPESA_ENVIRONMENT=simulator``, never because a key is missing."""
+    return str(settings.MPESA.get("ENVIRONMENT", "")).lower() == SIMULATOR
 
 
 def build_config() -> Config:
     """The :class:`mpesa.Config` the current settings describe. Raises ``ImproperlyConfigured`` when incomplete."""
     mpesa: dict[str, Any] = settings.MPESA
     local = uses_local_sandbox()
-    public_key = _public_key(str(mpesa.get("PUBLIC_KEY", "")))
+    environment = SANDBOX if local else str(mpesa.get("ENVIRONMENT", "")).lower()
+    if environment not in (SANDBOX, LIVE):
+        raise ImproperlyConfigured(f"MPESA_ENVIRONMENT must be one of {', '.join(MPESA_ENVIRONMENTS)}")
+    public_key = read_public_key(str(mpesa.get("PUBLIC_KEY", "")))
     if not public_key:
         raise ImproperlyConfigured(
             "MPESA_PUBLIC_KEY is empty. With real credentials paste the portal's public key; with the local "
@@ -92,10 +91,10 @@ def build_config() -> Config:
     initiator = mpesa.get("INITIATOR_IDENTIFIER") or (SANDBOX_INITIATOR_IDENTIFIER if local else None)
     credential = mpesa.get("SECURITY_CREDENTIAL") or (SANDBOX_SECURITY_CREDENTIAL if local else None)
     return Config(
-        api_key=mpesa["API_KEY"] or SANDBOX_API_KEY,
+        api_key=mpesa["API_KEY"] or (SANDBOX_API_KEY if local else ""),
         public_key=public_key,
         service_provider_code=mpesa.get("SERVICE_PROVIDER_CODE", "171717"),
-        environment=mpesa.get("ENVIRONMENT", "sandbox"),
+        environment=Environment(environment),
         base_url=base_url,
         origin=mpesa.get("ORIGIN", "developer.mpesa.vm.co.mz"),
         initiator_identifier=initiator,

@@ -91,7 +91,12 @@ def test_english_after_choosing_it_with_the_switch(client):
 
 
 def test_sandbox_banner_is_shown_without_real_mpesa_credentials(client, settings):
-    settings.MPESA = {**settings.MPESA, "API_KEY": "", "SANDBOX_PHONE_URL": "http://127.0.0.1:8899/phone"}
+    settings.MPESA = {
+        **settings.MPESA,
+        "ENVIRONMENT": "simulator",
+        "API_KEY": "",
+        "SANDBOX_PHONE_URL": "http://127.0.0.1:8899/phone",
+    }
 
     html = client.get("/").content.decode()
 
@@ -100,7 +105,7 @@ def test_sandbox_banner_is_shown_without_real_mpesa_credentials(client, settings
 
 
 def test_no_sandbox_banner_in_production(client, settings):
-    settings.MPESA = {**settings.MPESA, "API_KEY": "live-key", "ENVIRONMENT": "production"}
+    settings.MPESA = {**settings.MPESA, "API_KEY": "live-key", "ENVIRONMENT": "live"}
 
     assert "SANDBOX" not in client.get("/").content.decode()
 

@@ -100,7 +100,8 @@ def sandbox() -> Iterator[ThreadedSandbox]:
 def shop_mpesa_settings(sandbox: ThreadedSandbox, **overrides: Any) -> dict[str, Any]:
     values = {
         **django_settings.MPESA,
-        "API_KEY": "",  # the local simulator
+        "ENVIRONMENT": "simulator",  # the local simulator (asked for explicitly)
+        "API_KEY": "",  # the simulator's own public key
         "PUBLIC_KEY": sandbox.public_key,
         "BASE_URL": sandbox.base_url,
         "PORT_OFFSET": sandbox.port_offset,
