@@ -207,3 +207,14 @@ LOGGING = {
     # huey's consumer installs its own handler; without this every line of it is printed twice.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "huey": {"propagate": False}},
 }
+
+# --- Application server and workers -----------------------------------------------------------------------
+# Sizing (gunicorn processes × threads, huey consumers, database connections): docs/scaling.md; the web server's
+# own settings are in deploy/gunicorn.conf.py. Periodic jobs run once per period across every worker machine
+# (kulipa.scheduling.run_once).
+INSTALLED_APPS += ["kulipa.scheduling"]
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    # Each web thread and each worker thread keeps its own connection this many seconds (0: one per request/task);
+    # the health check replaces a connection the database dropped (restart, failover) instead of failing a request.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DJANGO_CONN_MAX_AGE", "60"))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
