@@ -403,3 +403,14 @@ if READYZ_GATEWAY not in ("required", "report", "off"):
     raise ImproperlyConfigured("KULIPA_READYZ_GATEWAY must be required, report or off")
 READYZ_GATEWAY_TIMEOUT_SECONDS = env_float("KULIPA_READYZ_GATEWAY_TIMEOUT_SECONDS", 2)
 READYZ_GATEWAY_CACHE_SECONDS = env_float("KULIPA_READYZ_GATEWAY_CACHE_SECONDS", 10)
+
+# --- Application server and workers -----------------------------------------------------------------------
+# Sizing (gunicorn processes × threads, huey consumers, database connections): docs/scaling.md; the web server's
+# own settings are in deploy/gunicorn.conf.py. Periodic jobs run once per period across every worker machine
+# (kulipa.scheduling.run_once).
+INSTALLED_APPS += ["kulipa.scheduling"]
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    # Each web thread and each worker thread keeps its own connection this many seconds (0: one per request/task);
+    # the health check replaces a connection the database dropped (restart, failover) instead of failing a request.
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DJANGO_CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -32,6 +32,7 @@ from kulipa.observability import metrics
 from kulipa.payments import selectors, services
 from kulipa.payments.conf import mpesa_int
 from kulipa.payments.push_engine import DEFAULT_LIMIT, PushEngine, PushJob, close_at_exit
+from kulipa.scheduling.services import period_start, run_once, runner_name
 from mpesa import Result
 
 logger = logging.getLogger(__name__)
@@ -186,10 +187,51 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-@db_periodic_task(crontab(minute="*"))
-def payments_sweep() -> dict[str, int]:
-    """Every minute: the repair of every intermediate state (:func:`sweep`)."""
-    counts = sweep()
-    if any(counts.values()):
-        logger.info("payments sweep: %s", counts)
+REDISPATCH_RUNS_KEPT = timedelta(hours=1)
+
+
+@db_task()
+def redispatch_lost(*, mark: datetime) -> int | None:
+    """A look for lost dispatches between minute sweeps, at ``mark`` (scheduled by :func:`periodic_sweep`): dispatch
+    again every QUEUED attempt aged ``REDISPATCH_MIN_AGE``..``QUEUED_SEND_LIMIT`` (the claim pushes each once).
+    A mark scheduled by two sweeps runs once (``None`` for the other)."""
+    if not run_once(name="redispatch_lost", slot=mark, keep=REDISPATCH_RUNS_KEPT):
+        return None
+    ids = services.attempts_queued(now=timezone.now())
+    for attempt_id in ids:
+        dispatch_payment(attempt_id)
+    if ids:
+        logger.info("redispatch pass %s: %s lost dispatches sent again", mark.isoformat(), len(ids))
+    return len(ids)
+
+
+SWEEP_PERIOD = timedelta(minutes=1)
+"""Matches ``crontab(minute="*")`` below: the slot of a sweep is the start of its minute."""
+
+
+def periodic_sweep(*, slot: datetime, now: datetime | None = None) -> dict[str, int] | None:
+    """The body of :func:`payments_sweep` for the period starting at ``slot``: runs :func:`sweep` if this process
+    is the first, on any machine, to claim the slot (:func:`kulipa.scheduling.services.run_once`), and schedules
+    the passes that re-send lost dispatches until the next period (``redispatch_pass_times``). Returns the sweep's
+    counts, or ``None`` when the slot had already been claimed (nothing done)."""
+    if not run_once(name="payments_sweep", slot=slot):
+        logger.debug("payments sweep %s: already run", slot.isoformat())
+        return None
+    now = now or timezone.now()
+    for at in services.redispatch_pass_times(slot=slot, period=SWEEP_PERIOD, now=now):
+        try:
+            redispatch_lost.schedule(kwargs={"mark": at}, eta=at)
+        except Exception:  # the queue down: this minute's sweep still runs; the next one schedules again
+            logger.exception("could not schedule the redispatch passes from %s", at.isoformat())
+            break
+    counts = sweep(now=now)
+    logger.info("payments sweep %s on %s: %s", slot.isoformat(), runner_name(), counts)
     return counts
+
+
+@db_periodic_task(crontab(minute="*"))
+def payments_sweep() -> dict[str, int] | None:
+    """Every minute, once across all consumers on all machines: the repair of every intermediate state
+    (:func:`periodic_sweep`). Every consumer's scheduler enqueues this each minute; the losers return ``None``."""
+    now = timezone.now()
+    return periodic_sweep(slot=period_start(now, period=SWEEP_PERIOD), now=now)
