@@ -55,6 +55,10 @@ PUSH_WINDOW = 15.0
 MSISDN = "258840000000"  # the simulator waits for the phone page (approve/decline) on numbers ending in 00
 State = PaymentAttempt.State
 
+# Every test here on committed data (the subprocesses read it), so pytest-django keeps them together and the
+# listener starts once for the module.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -292,7 +296,7 @@ def test_the_gateway_calls_back_over_tls_and_the_order_is_paid(over_tls: Simulat
 @pytest.mark.parametrize(
     "path", ["/", "/carrinho/", "/checkout/", "/conta/entrar/", "/admin/login/", "/static/css/shop.css"]
 )
-def test_the_shop_is_not_served_on_the_callback_port(listener: Listener, db: None, path: str) -> None:
+def test_the_shop_is_not_served_on_the_callback_port(listener: Listener, path: str) -> None:
     assert Client().get(path).status_code in (200, 302)  # the shop has it on its own port...
     with listener.client() as client:
         response = client.get(path)
@@ -323,7 +327,7 @@ def test_the_listener_answers_only_the_callback_and_only_over_tls(listener: List
     ],
 )
 def test_the_listener_allow_list_behind_a_proxy(
-    listener: Listener, transactional_db: None, source: str, forwarded: str, status: int, stored_ip: str | None
+    listener: Listener, source: str, forwarded: str, status: int, stored_ip: str | None
 ) -> None:
     """Through the real listener (KULIPA_TRUSTED_PROXIES=127.0.0.1, allow-list 127.0.0.1 and GATEWAY). The body is
     malformed on purpose: 400 shows the allow-list let it through (and it is stored with the client's address)
