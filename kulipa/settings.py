@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import django_stubs_ext
@@ -207,3 +208,45 @@ LOGGING = {
     # huey's consumer installs its own handler; without this every line of it is printed twice.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "huey": {"propagate": False}},
 }
+
+# --- Abuse limits -------------------------------------------------------------------------------------------
+# docs/payments.md "Abuse limits". Windows are django-ratelimit rates ("5/10m": 5 per 10 minutes; "" turns one
+# off) counted in the cache; caps are integers checked in the database (0 turns one off).
+# The cache: Django's RedisCache when REDIS_URL is set (shared by every machine; INCR is atomic). Otherwise a file
+# cache in KULIPA_CACHE_DIR, shared by every process of this machine (gunicorn workers), with atomic counting
+# (kulipa.core.filecache) and no setup. Not locmem: each process would count alone, so N processes allow N times
+# the limit. Not the database cache: it needs `createcachetable` and would put every counter through SQLite's one
+# writer, in the way of checkouts. Several machines without Redis would each count alone: use Redis there.
+CACHES: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "kulipa",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "kulipa.core.filecache.LockedFileBasedCache",
+            "LOCATION": os.environ.get("KULIPA_CACHE_DIR", str(VAR_DIR / "cache")),
+            "KEY_PREFIX": "kulipa",
+            "OPTIONS": {"MAX_ENTRIES": 20000},
+        }
+    }
+RATELIMIT_USE_CACHE = "default"
+# Orders placed (POST "Pagar com M-Pesa" that would place one) per browser session / per client address.
+LIMIT_CHECKOUTS_PER_SESSION = os.environ.get("KULIPA_LIMIT_CHECKOUTS_PER_SESSION", "5/10m")
+LIMIT_CHECKOUTS_PER_IP = os.environ.get("KULIPA_LIMIT_CHECKOUTS_PER_IP", "20/10m")  # many customers share a NAT
+# "Tentar de novo" per browser session / per client address.
+LIMIT_RETRIES_PER_SESSION = os.environ.get("KULIPA_LIMIT_RETRIES_PER_SESSION", "6/10m")
+LIMIT_RETRIES_PER_IP = os.environ.get("KULIPA_LIMIT_RETRIES_PER_IP", "30/10m")
+# Payment prompts queued for one phone number, whatever the order (and never two in flight at once).
+LIMIT_PROMPTS_PER_PHONE = os.environ.get("KULIPA_LIMIT_PROMPTS_PER_PHONE", "3/10m")
+# Payment attempts of one order, the first one included.
+LIMIT_ATTEMPTS_PER_ORDER = int(os.environ.get("KULIPA_LIMIT_ATTEMPTS_PER_ORDER", "5"))
+# Units held in live reservations of unpaid orders, per session / per phone number / per client address.
+LIMIT_UNITS_HELD_PER_SESSION = int(os.environ.get("KULIPA_LIMIT_UNITS_HELD_PER_SESSION", "40"))
+LIMIT_UNITS_HELD_PER_PHONE = int(os.environ.get("KULIPA_LIMIT_UNITS_HELD_PER_PHONE", "40"))
+LIMIT_UNITS_HELD_PER_IP = int(os.environ.get("KULIPA_LIMIT_UNITS_HELD_PER_IP", "120"))
