@@ -62,22 +62,19 @@ def attempt_create(*, order: Order, msisdn: str, replaces: int | None, now: date
     """
     mode = conf.payment_mode()
     try:
-        with transaction.atomic():
-            attempt = PaymentAttempt.objects.create(
-                order=order,
-                third_party_reference=gateway.new_reference("K"),
-                msisdn=msisdn,
-                amount=order.total,
-                mode=mode,
-            )
+        attempt = PaymentAttempt.objects.create(
+            order=order,
+            third_party_reference=gateway.new_reference("K"),
+            msisdn=msisdn,
+            amount=order.total,
+            mode=mode,
+        )
     except IntegrityError as exc:
-        # Which constraint: PostgreSQL names it, SQLite names the column ("…paymentattempt.msisdn"). The other
-        # push may have ended since; the insert was refused all the same.
-        if (
-            "msisdn" in str(exc)
-            and not PaymentAttempt.objects.filter(order_id=order.pk, state__in=PaymentAttempt.IN_FLIGHT).exists()
-        ):
-            raise limits.phone_busy(msisdn=msisdn) from None
+        # Which constraint, without a query (on PostgreSQL the transaction is aborted until the caller's savepoint
+        # or atomic() unwinds): PostgreSQL names it, SQLite names the column ("…paymentattempt.msisdn"). The other
+        # push may have ended since; this insert was refused all the same.
+        if "msisdn" in str(exc):
+            raise limits.phone_busy(msisdn=msisdn) from exc
         raise
     event_record(
         order_id=order.pk,
