@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dj_database_url
 import django_stubs_ext
@@ -367,18 +367,6 @@ if isinstance(_loggers, dict):
 # A staff session ends this long after login, however busy (customers: SESSION_COOKIE_AGE, 30 days).
 STAFF_SESSION_SECONDS = int(env_float("KULIPA_STAFF_SESSION_HOURS", 8) * 3600)
 
-# Request rate limits (django-ratelimit) count in their own cache: Redis when REDIS_URL is set (shared by every web
-# process and machine), else this process's memory (one limit per process).
-if REDIS_URL:
-    _RATELIMIT_CACHE = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "kulipa-ratelimit",
-    }
-else:
-    _RATELIMIT_CACHE = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "kulipa-ratelimit"}
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}, "ratelimit": _RATELIMIT_CACHE}
-RATELIMIT_USE_CACHE = "ratelimit"
 RATELIMIT_FAIL_OPEN = True  # the cache unreachable: let requests through rather than refuse every one
 # Callbacks accepted per client address (kulipa.core.net.client_ip) per window; more get 429 (M-Pesa's INS-16).
 MPESA["CALLBACK_RATE_LIMIT"] = env_str("MPESA_CALLBACK_RATE_LIMIT", "120/m")
@@ -414,3 +402,45 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     # the health check replaces a connection the database dropped (restart, failover) instead of failing a request.
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DJANGO_CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# --- Abuse limits -------------------------------------------------------------------------------------------
+# docs/payments.md "Abuse limits". Windows are django-ratelimit rates ("5/10m": 5 per 10 minutes; "" turns one
+# off) counted in the cache; caps are integers checked in the database (0 turns one off).
+# The cache: Django's RedisCache when REDIS_URL is set (shared by every machine; INCR is atomic). Otherwise a file
+# cache in KULIPA_CACHE_DIR, shared by every process of this machine (gunicorn workers), with atomic counting
+# (kulipa.core.filecache) and no setup. Not locmem: each process would count alone, so N processes allow N times
+# the limit. Not the database cache: it needs `createcachetable` and would put every counter through SQLite's one
+# writer, in the way of checkouts. Several machines without Redis would each count alone: use Redis there.
+CACHES: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "kulipa",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "kulipa.core.filecache.LockedFileBasedCache",
+            "LOCATION": env_str("KULIPA_CACHE_DIR", str(VAR_DIR / "cache")),
+            "KEY_PREFIX": "kulipa",
+            "OPTIONS": {"MAX_ENTRIES": 20000},
+        }
+    }
+RATELIMIT_USE_CACHE = "default"
+# Orders placed (POST "Pagar com M-Pesa" that would place one) per browser session / per client address.
+LIMIT_CHECKOUTS_PER_SESSION = env_str("KULIPA_LIMIT_CHECKOUTS_PER_SESSION", "5/10m")
+LIMIT_CHECKOUTS_PER_IP = env_str("KULIPA_LIMIT_CHECKOUTS_PER_IP", "20/10m")  # many customers share a NAT
+# "Tentar de novo" per browser session / per client address.
+LIMIT_RETRIES_PER_SESSION = env_str("KULIPA_LIMIT_RETRIES_PER_SESSION", "6/10m")
+LIMIT_RETRIES_PER_IP = env_str("KULIPA_LIMIT_RETRIES_PER_IP", "30/10m")
+# Payment prompts queued for one phone number, whatever the order (and never two in flight at once).
+LIMIT_PROMPTS_PER_PHONE = env_str("KULIPA_LIMIT_PROMPTS_PER_PHONE", "3/10m")
+# Payment attempts of one order, the first one included.
+LIMIT_ATTEMPTS_PER_ORDER = env_int("KULIPA_LIMIT_ATTEMPTS_PER_ORDER", 5)
+# Units held in live reservations of unpaid orders, per session / per phone number / per client address.
+LIMIT_UNITS_HELD_PER_SESSION = env_int("KULIPA_LIMIT_UNITS_HELD_PER_SESSION", 40)
+LIMIT_UNITS_HELD_PER_PHONE = env_int("KULIPA_LIMIT_UNITS_HELD_PER_PHONE", 40)
+LIMIT_UNITS_HELD_PER_IP = env_int("KULIPA_LIMIT_UNITS_HELD_PER_IP", 120)

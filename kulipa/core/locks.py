@@ -6,6 +6,7 @@ Take locks only through these functions, inside ``transaction.atomic()``, and on
 2. ``payments.PaymentAttempt`` of it      — :func:`order_and_attempt_lock`, :func:`order_attempts_lock`
 3. ``payments.Reversal`` of an attempt    — :func:`reversal_lock`
 4. ``catalog.Product``, ascending pk      — :func:`products_lock`
+   then the customers holding stock     — :func:`holders_lock` (PostgreSQL advisory locks, ascending)
 5. ``inventory.StockReservation`` of it   — :func:`reservations_lock`
 
 Every lock is ``FOR NO KEY UPDATE`` on PostgreSQL (``select_for_update(no_key=True)``): no code changes a key,
@@ -16,6 +17,7 @@ and the weaker lock does not conflict with the ``FOR KEY SHARE`` that inserting 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from django.db import transaction
@@ -67,6 +69,28 @@ def products_lock(product_ids: Iterable[int]) -> dict[int, Product]:
     ids = sorted(set(product_ids))
     products = Product.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
     return {p.pk: p for p in products}
+
+
+def holder_lock_id(key: str) -> int:
+    """The 64-bit advisory lock id of a holder key (``"session:…"``, ``"ip:…"``, ``"msisdn:…"``)."""
+    digest = hashlib.blake2b(f"kulipa.holder:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def holders_lock(keys: Iterable[str]) -> None:
+    """After the products (4): the customers (session, address, phone number) whose units held are about to be
+    counted and added to, so two checkouts of one customer cannot both pass the cap. No row stands for a
+    customer: on PostgreSQL these are transaction-scoped advisory locks, taken in ascending id order in one
+    statement; on SQLite ``BEGIN IMMEDIATE`` already serialises writers (nothing to do)."""
+    _require_atomic()
+    connection = transaction.get_connection()
+    ids = sorted({holder_lock_id(key) for key in keys})
+    if not ids or connection.vendor != "postgresql":
+        return
+    # Target-list expressions are evaluated left to right: the locks are taken in ascending order.
+    columns = ", ".join("pg_advisory_xact_lock(%s)" for _ in ids)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns}", ids)
 
 
 def reservations_lock(order: Order) -> list[StockReservation]:

@@ -12,11 +12,11 @@ import enum
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from kulipa.catalog.models import Product
-from kulipa.core import locks
+from kulipa.core import limits, locks
 from kulipa.core.transitions import TransitionTable, transition_many
 from kulipa.inventory.errors import OutOfStock, Shortage, UnknownProduct
 from kulipa.inventory.models import StockReservation
@@ -29,7 +29,8 @@ RESERVATION = TransitionTable(
     "reservation.state",
     {
         State.ACTIVE: {State.COMMITTED, State.RELEASED},
-        State.RELEASED: {State.COMMITTED},  # a late payment re-acquired the stock
+        # A late payment re-acquired the stock (→ COMMITTED); "try again" after an ended push released it (→ ACTIVE).
+        State.RELEASED: {State.COMMITTED, State.ACTIVE},
         State.COMMITTED: {State.RETURNED},  # a reversal gave the money back and the goods came back
     },
 )
@@ -65,6 +66,48 @@ def _shortages(
     return short
 
 
+HOLDERS: tuple[tuple[str, str, str], ...] = (
+    # (holder: the limit's suffix, Order field naming the customer, setting with the cap)
+    ("session", "session_key", "LIMIT_UNITS_HELD_PER_SESSION"),
+    ("phone", "msisdn", "LIMIT_UNITS_HELD_PER_PHONE"),
+    ("ip", "client_ip", "LIMIT_UNITS_HELD_PER_IP"),
+)
+"""Who holds stock, for the units-held caps (docs/payments.md "Abuse limits")."""
+
+
+def _holders_check(*, order: Order, units: int) -> None:
+    """Refuse ``units`` more for ``order`` when its session, phone number or address would then hold more than its
+    cap in live reservations of unpaid orders (the order's own rows not counted). Takes the holder locks
+    (:func:`kulipa.core.locks.holders_lock`, after the products) so two checkouts of one customer are counted one
+    after the other. Raises :class:`kulipa.core.limits.LimitReached` (``units_held_<holder>``)."""
+    checks = []
+    for holder, field, setting in HOLDERS:
+        value, cap = getattr(order, field), limits.cap(setting)
+        if value and cap:
+            checks.append((holder, field, str(value), cap))
+    for holder, _field, _value, cap in checks:
+        if units > cap:  # no need to count the others
+            raise limits.units_held(holder=holder)
+    if not checks:
+        return
+    locks.holders_lock(f"{field}:{value}" for _holder, field, value, _cap in checks)
+    any_holder = Q()
+    for _holder, field, value, _cap in checks:
+        any_holder |= Q(**{f"order__{field}": value})
+    held = (
+        StockReservation.objects.filter(
+            any_holder, state=State.ACTIVE, expires_at__gt=timezone.now(), order__status=Order.Status.AWAITING_PAYMENT
+        )
+        .exclude(order_id=order.pk)
+        .aggregate(
+            **{field: Sum("quantity", filter=Q(**{f"order__{field}": value})) for _h, field, value, _c in checks}
+        )
+    )
+    for holder, field, _value, cap in checks:
+        if (held[field] or 0) + units > cap:
+            raise limits.units_held(holder=holder)
+
+
 def reservations_create(
     *, order: Order, quantities: dict[int, int], expires_at: datetime, products: dict[int, Product] | None = None
 ) -> None:
@@ -72,7 +115,9 @@ def reservations_create(
 
     Call inside the checkout transaction; pass ``products`` when the caller already locked them. Checks every
     line against on hand − live reservations of other orders. Raises :class:`OutOfStock` naming every short
-    product (and reserves nothing); :class:`UnknownProduct` for ids that do not exist.
+    product (and reserves nothing); :class:`UnknownProduct` for ids that do not exist;
+    :class:`~kulipa.core.limits.LimitReached` when the order's session, phone number or address would hold more
+    units than its cap (``LIMIT_UNITS_HELD_PER_*``).
     """
     _require_atomic()
     if any(isinstance(q, bool) or not isinstance(q, int) or q < 1 for q in quantities.values()):
@@ -85,9 +130,38 @@ def reservations_create(
     short = _shortages(quantities=quantities, products=products, exclude_order_id=order.pk)
     if short:
         raise OutOfStock(short)
+    _holders_check(order=order, units=sum(quantities.values()))
     StockReservation.objects.bulk_create(
         StockReservation(order=order, product_id=pid, quantity=quantities[pid], expires_at=expires_at)
         for pid in sorted(quantities)
+    )
+
+
+def reservations_reacquire(*, order: Order, until: datetime) -> None:
+    """Hold again, until ``until``, the stock of ``order`` that was released early when a push ended without money
+    (RELEASED → ACTIVE), so "try again" pays for stock that is held. Nothing RELEASED: nothing to do.
+
+    Caller holds the order lock (1); takes the products (4) and the holders. Raises :class:`OutOfStock` naming the
+    products another customer took meanwhile, or :class:`~kulipa.core.limits.LimitReached` when the customer would
+    hold more than a cap; nothing changes then.
+    """
+    _require_atomic()
+    released = dict(
+        StockReservation.objects.filter(order=order, state=State.RELEASED).values_list("product_id", "quantity")
+    )
+    if not released:
+        return
+    products = locks.products_lock(released)
+    short = _shortages(quantities=released, products=products, exclude_order_id=order.pk)
+    if short:
+        raise OutOfStock(short)
+    _holders_check(order=order, units=sum(released.values()))
+    transition_many(
+        StockReservation.objects.filter(order=order, product_id__in=list(released)),
+        table=RESERVATION,
+        source=State.RELEASED,
+        target=State.ACTIVE,
+        expires_at=until,
     )
 
 
@@ -172,7 +246,8 @@ def reservations_commit(*, order: Order) -> CommitResult:
 
 
 def reservations_release(*, order: Order) -> int:
-    """ACTIVE → RELEASED for every reservation of ``order``; returns how many changed (0 the second time)."""
+    """ACTIVE → RELEASED for every reservation of ``order``; returns how many changed (0 the second time).
+    An order still awaiting payment may hold them again (:func:`reservations_reacquire`)."""
     return transition_many(
         StockReservation.objects.filter(order=order), table=RESERVATION, source=State.ACTIVE, target=State.RELEASED
     )

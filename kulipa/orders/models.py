@@ -46,6 +46,9 @@ class Order(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders"
     )
     session_key = models.CharField(max_length=64, blank=True, editable=False)
+    client_ip = models.GenericIPAddressField(
+        null=True, blank=True, editable=False, help_text=_("Endereço de onde foi feita (IPv6: a sua rede /64)")
+    )
     checkout_token = models.CharField(
         max_length=64, unique=True, null=True, blank=True, editable=False, help_text=_("Evita encomendas duplicadas")
     )
@@ -76,7 +79,15 @@ class Order(models.Model):
         ordering = ["-created_at"]
         verbose_name = _("encomenda")
         verbose_name_plural = _("encomendas")
-        indexes = [models.Index(fields=["status", "expires_at"])]
+        indexes = [
+            models.Index(fields=["status", "expires_at"]),
+            # Units held per customer (docs/payments.md "Abuse limits"): only unpaid orders hold stock.
+            models.Index(
+                fields=["session_key"], condition=models.Q(status="awaiting_payment"), name="order_hold_session"
+            ),
+            models.Index(fields=["client_ip"], condition=models.Q(status="awaiting_payment"), name="order_hold_ip"),
+            models.Index(fields=["msisdn"], condition=models.Q(status="awaiting_payment"), name="order_hold_msisdn"),
+        ]
         constraints = [models.CheckConstraint(condition=models.Q(total__gt=0), name="order_total_positive")]
 
     def __str__(self) -> str:

@@ -69,6 +69,7 @@ def order_place(
     checkout_token: str,
     confirmed: CheckoutSnapshot,
     payment_status: str = Order.PaymentStatus.NOT_STARTED,
+    client_ip: str | None = None,
 ) -> tuple[Order, bool]:
     """Place an order for ``quantities`` (product id → units) in ONE transaction and reserve its stock.
 
@@ -83,8 +84,13 @@ def order_place(
     Double submit: ``checkout_token`` is unique in the database. A second call with the same token returns the
     order the first one created and creates nothing (the insert raises ``IntegrityError``, which is caught).
 
+    ``session_key``, ``client_ip`` (``kulipa.core.limits.address_key``) and ``msisdn`` name who holds the stock:
+    the reservations are refused with :class:`~kulipa.core.limits.LimitReached` when one of them would hold more
+    units than its cap (``kulipa.inventory.services.reservations_create``).
+
     Raises :class:`~kulipa.orders.errors.OrderError` subclasses (empty, bad quantity, product unavailable,
-    total above ``MAX_ORDER_TOTAL``) or :class:`~kulipa.inventory.errors.OutOfStock`; nothing is created then.
+    total above ``MAX_ORDER_TOTAL``), :class:`~kulipa.inventory.errors.OutOfStock` or ``LimitReached``; nothing is
+    created then.
     Returns ``(order, created)``. Does not start the payment (``kulipa.payments.services.checkout_place`` does,
     in the same transaction).
     """
@@ -115,6 +121,7 @@ def order_place(
             order = Order.objects.create(
                 user=user if user is not None and getattr(user, "is_authenticated", False) else None,
                 session_key=session_key or "",
+                client_ip=client_ip or None,
                 checkout_token=token,
                 customer_name=customer_name.strip(),
                 msisdn=msisdn,

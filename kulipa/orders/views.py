@@ -14,6 +14,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from kulipa.cart.services import cart_from_request
+from kulipa.core import limits
+from kulipa.core.limits import LimitReached
 from kulipa.inventory.errors import OutOfStock
 from kulipa.orders.errors import CheckoutChanged, OrderError
 from kulipa.orders.forms import CheckoutForm
@@ -50,9 +52,12 @@ def _placed(request: HttpRequest, order: Order) -> HttpResponse:
     return HttpResponseSeeOther(order.get_absolute_url())
 
 
-def _checkout_page(request: HttpRequest, form: CheckoutForm, *, changes: list[str] | None = None) -> HttpResponse:
+def _checkout_page(
+    request: HttpRequest, form: CheckoutForm, *, changes: list[str] | None = None, limit: LimitReached | None = None
+) -> HttpResponse:
     """The checkout page for the cart as it is now, with a freshly signed snapshot of exactly what it shows.
-    ``changes``: why the page is shown again instead of placing the order (nothing was created)."""
+    ``changes``: why the page is shown again instead of placing the order (nothing was created). ``limit``: an
+    abuse limit refused the order (nothing was created): its sentence is shown, status 429."""
     cart = cart_from_request(request)  # a new Cart: prices read now, not cached before order_create ran
     snapshot = snapshot_from_cart(cart)
     return render(
@@ -66,7 +71,9 @@ def _checkout_page(request: HttpRequest, form: CheckoutForm, *, changes: list[st
             "snapshot": snapshot_sign(snapshot),
             "snapshot_field": SNAPSHOT_FIELD,
             "changes": changes or [],
+            "limit": limit.message if limit is not None else "",
         },
+        status=429 if limit is not None else 200,
     )
 
 
@@ -76,7 +83,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
     """GET: the form with the cart lines and total (from the database) and a signed snapshot of them.
     POST: if the cart, prices and availability are still what that page showed, place the order for exactly
     that, queue the payment, 303 to the order page; otherwise show the page again (200) with what changed and
-    create nothing. Prices are never read from the request (the snapshot is only compared with the database)."""
+    create nothing. Prices are never read from the request (the snapshot is only compared with the database).
+    An abuse limit (``kulipa.core.limits``) shows the page again with its sentence (429), creating nothing."""
     if request.method == "POST":
         # A second click after the first one went through: show the order it created.
         earlier = order_get_by_checkout_token(request=request, checkout_token=request.POST.get("checkout_token", ""))
@@ -104,10 +112,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
         changes = snapshot_changes(confirmed=confirmed, current=snapshot_current(quantities=in_session))
     if changes or not valid:
         return _checkout_page(request, form, changes=changes)
-    if not request.session.session_key:
-        request.session.save()
     data = form.cleaned_data
     try:
+        limits.checkout_check(request, msisdn=data["msisdn"])  # counts this try; saves a new session
         order, attempt = checkout_place(
             quantities=confirmed.quantities,
             confirmed=confirmed,
@@ -118,7 +125,10 @@ def checkout(request: HttpRequest) -> HttpResponse:
             user=request.user if request.user.is_authenticated else None,
             session_key=request.session.session_key or "",
             checkout_token=data["checkout_token"],
+            client_ip=limits.address_key(request),
         )
+    except LimitReached as exc:  # too many orders or prompts, a push already on that phone, too much stock held
+        return _checkout_page(request, form, limit=exc)
     except CheckoutChanged as exc:  # changed between the check above and the locked rows
         return _checkout_page(request, form, changes=exc.changes)
     except OutOfStock as exc:
@@ -128,6 +138,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
         messages.error(request, str(exc))
         return redirect(cart_url)
     if attempt is not None:
+        limits.prompt_sent(request, msisdn=attempt.msisdn)
         tasks.queue_dispatch(attempt.pk)
     return _placed(request, order)
 

@@ -158,6 +158,27 @@ def decide_query_answer(
     return Step(Act.RECHECK, next_check_at=at)
 
 
+class Hold(enum.StrEnum):
+    """What happens to an unpaid order's stock when one of its pushes closes without money."""
+
+    RELEASE = "release"
+    """Let it go now (reservations → RELEASED): the phone said no, or nobody answered. "Try again" holds it again
+    if it is still there, or says what is gone."""
+    SHRINK = "shrink"
+    """Keep it, back to the reservation window (a little time to try again): the gateway failed, never got the
+    push, or could not say what happened (money may still come)."""
+
+
+RELEASE_AFTER = frozenset({S.DECLINED, S.INSUFFICIENT_FUNDS, S.TIMED_OUT})
+"""Closed by the customer's phone: cancelled, no balance, or no answer within the PIN window."""
+
+
+def decide_hold_after_close(*, state: str) -> Hold:
+    """A push of an order awaiting payment closed in ``state`` (not succeeded): its stock hold. One person's
+    phone answering "no" (or nothing) must not keep units from other customers until the order expires."""
+    return Hold.RELEASE if state in RELEASE_AFTER else Hold.SHRINK
+
+
 class Paid(enum.StrEnum):
     COMMIT_STOCK = "commit_stock"
     """Sell the reserved (or still available) stock, then decide with :func:`decide_after_stock`."""

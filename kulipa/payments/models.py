@@ -1,8 +1,9 @@
 """Payment attempts, the append-only event log, and raw inbound callbacks.
 
 An order has many attempts (one per push); each attempt has a ThirdPartyReference generated and stored before the
-call. At most one attempt per order is in flight at a time (partial unique constraint). Every field here is written
-only by ``kulipa.payments.services`` (``editable=False`` everywhere; the admin is read-only).
+call. At most one attempt per order, and one per phone number, is in flight at a time (partial unique
+constraints). Every field here is written only by ``kulipa.payments.services`` (``editable=False`` everywhere; the
+admin is read-only).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class PaymentAttempt(models.Model):
                 fields=["order"],
                 condition=models.Q(state__in=IN_FLIGHT_STATES),
                 name="one_attempt_in_flight_per_order",
+            ),
+            # A phone shows one payment prompt at a time, whoever asked for it (docs/payments.md "Abuse limits").
+            models.UniqueConstraint(
+                fields=["msisdn"],
+                condition=models.Q(state__in=IN_FLIGHT_STATES),
+                name="one_attempt_in_flight_per_msisdn",
             ),
             models.UniqueConstraint(
                 fields=["transaction_id"],

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit import ALL
 from django_ratelimit.core import get_usage
 
+from kulipa.core import limits
 from kulipa.core.net import client_ip
 from kulipa.observability.metrics import limit_hit
 from kulipa.orders.errors import OrderNotCancellable
@@ -74,21 +75,28 @@ def order_status(request: HttpRequest, public_id: str) -> JsonResponse:
 @require_POST
 def payment_retry(request: HttpRequest, public_id: str) -> HttpResponse:
     """POST "try again" (optionally with another number): a new attempt with a new reference, then back to the
-    order page. ``after`` names the attempt the page showed, so a double click yields one attempt."""
+    order page. ``after`` names the attempt the page showed, so a double click yields one attempt.
+
+    A guest order only from the session that placed it; abuse limits (``kulipa.core.limits``: per session, per
+    address, prompts per number, attempts per order, one push in flight per number, units held) refuse with a
+    message and change nothing."""
     order = order_get_for_viewer(request=request, public_id=public_id)
     form = RetryForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("Pedido inválido."))
         return redirect(order.get_absolute_url())
     try:
-        attempt = services.payment_attempt_start(
-            order=order,
-            msisdn=form.cleaned_data["msisdn"] or None,
-            after_attempt_id=form.cleaned_data["after"],
+        limits.retry_check(request, order=order)
+        number = services.payment_retry_number(order=order, msisdn=form.cleaned_data["msisdn"] or None)
+        limits.prompts_check(request, msisdn=number)
+        attempt, created = services.payment_attempt_start(
+            order=order, msisdn=number, after_attempt_id=form.cleaned_data["after"]
         )
-    except services.PaymentError as exc:
+    except (services.PaymentError, limits.LimitReached) as exc:
         messages.error(request, str(exc))
     else:
+        if created:
+            limits.prompt_sent(request, msisdn=attempt.msisdn)
         if attempt.state == attempt.State.QUEUED:
             tasks.queue_dispatch(attempt.pk)
     return redirect(order.get_absolute_url())

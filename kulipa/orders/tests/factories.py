@@ -47,18 +47,21 @@ def order_make(
     *,
     token: str | None = None,
     user: Any = None,
-    session_key: str = "s",
+    session_key: str | None = None,
+    msisdn: str | None = None,
     confirmed: CheckoutSnapshot | None = None,
 ) -> Order:
+    """An order of Ana Cossa (258841234567), from a session of its own unless ``session_key`` is given."""
+    n = next(_seq)
     return order_create(
         quantities=quantities,
         confirmed=confirmed if confirmed is not None else snapshot_for(quantities),
         customer_name="Ana Cossa",
-        msisdn="258841234567",
+        msisdn=msisdn or "258841234567",
         email="",
         delivery_address="",
         user=user,
-        session_key=session_key,
+        session_key=session_key if session_key is not None else f"s{n}",
         checkout_token=token if token is not None else f"tok-{next(_seq)}-{timezone.now().timestamp()}",
     )
 

@@ -123,7 +123,10 @@ def test_expire_due_releases_and_is_idempotent():
 
 def test_expire_due_skips_orders_with_an_attempt_in_flight():
     p = product_make(stock=5)
-    orders = {state: order_make({p.pk: 1}) for state in PaymentAttempt.IN_FLIGHT}
+    # Four customers (one push in flight per phone number).
+    orders = {
+        state: order_make({p.pk: 1}, msisdn=f"25884000010{i}") for i, state in enumerate(PaymentAttempt.IN_FLIGHT)
+    }
     for state, order in orders.items():
         attempt_make(order=order, state=state)
         age(order)

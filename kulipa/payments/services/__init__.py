@@ -35,6 +35,7 @@ from kulipa.payments.services.attempts import (
     payment_attempt_record_push_answer,
     payment_attempt_start,
     payment_attempts_close_stale_queued,
+    payment_retry_number,
 )
 from kulipa.payments.services.attention import attention_raise, attention_resolve
 from kulipa.payments.services.callbacks import (
@@ -108,6 +109,7 @@ __all__ = [
     "payment_attempt_record_push_answer",
     "payment_attempt_start",
     "payment_attempts_close_stale_queued",
+    "payment_retry_number",
     "payment_reversal_reconcile",
     "payment_reversal_record_external",
     "payment_reversal_request",

@@ -90,5 +90,5 @@ def apply_step(
                 "next_check_at": str(step.next_check_at),
             },
         )
-        hold_after_failure(order=order, now=now)
+        hold_after_failure(order=order, now=now, state=step.to)
     payment_status_follow(order=order, attempt=attempt)

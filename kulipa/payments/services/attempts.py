@@ -9,8 +9,11 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
-from kulipa.core import locks
+from kulipa.core import limits, locks
+from kulipa.inventory import services as inventory
+from kulipa.inventory.errors import OutOfStock
 from kulipa.orders.models import Order
 from kulipa.payments import conf, gateway
 from kulipa.payments.decisions import Act, Clock, Step, decide_push_answer, tail_next
@@ -52,16 +55,27 @@ def attempt_create(*, order: Order, msisdn: str, replaces: int | None, now: date
     dispatch after commit (``kulipa.payments.tasks.queue_dispatch``).
 
     At most one attempt per order is in flight (constraint ``one_attempt_in_flight_per_order``): the insert raises
-    ``IntegrityError`` if one is (:func:`payment_attempt_start` catches it).
+    ``IntegrityError`` if one is (:func:`payment_attempt_start` catches it). At most one attempt per phone number
+    is in flight, whatever the order (constraint ``one_attempt_in_flight_per_msisdn``; on PostgreSQL a concurrent
+    insert waits for the other transaction): raises :class:`~kulipa.core.limits.LimitReached` (``phone_in_flight``)
+    if another order's push to ``msisdn`` is.
     """
     mode = conf.payment_mode()
-    attempt = PaymentAttempt.objects.create(
-        order=order,
-        third_party_reference=gateway.new_reference("K"),
-        msisdn=msisdn,
-        amount=order.total,
-        mode=mode,
-    )
+    try:
+        attempt = PaymentAttempt.objects.create(
+            order=order,
+            third_party_reference=gateway.new_reference("K"),
+            msisdn=msisdn,
+            amount=order.total,
+            mode=mode,
+        )
+    except IntegrityError as exc:
+        # Which constraint, without a query (on PostgreSQL the transaction is aborted until the caller's savepoint
+        # or atomic() unwinds): PostgreSQL names it, SQLite names the column ("…paymentattempt.msisdn"). The other
+        # push may have ended since; this insert was refused all the same.
+        if "msisdn" in str(exc):
+            raise limits.phone_busy(msisdn=msisdn) from exc
+        raise
     event_record(
         order_id=order.pk,
         attempt_id=attempt.pk,
@@ -82,27 +96,37 @@ def attempt_create(*, order: Order, msisdn: str, replaces: int | None, now: date
     return attempt
 
 
-def payment_attempt_start(
-    *, order: Order, msisdn: str | None = None, after_attempt_id: int | None = None
-) -> PaymentAttempt:
-    """ "Try again": a new QUEUED attempt for an order awaiting payment. No network call.
-
-    * ``msisdn``: the number to push to (any form ``normalize_msisdn`` accepts); default: the latest attempt's
-      number, else the order's. Raises :class:`InvalidMsisdn` for a number that cannot pay with M-Pesa.
-    * ``after_attempt_id``: the attempt the page showed. Idempotent: when the order's latest attempt is another
-      one, nothing is created and the latest is returned, so a double click yields one attempt.
-
-    Raises :class:`PaymentNotAllowed` when the order does not await payment or its stock is no longer held. Holds
-    the stock for the new push (capped since checkout). Locks: Order (1), then products/reservations.
-    The caller queues the dispatch (``tasks.queue_dispatch``) when a new attempt was created.
-    """
+def payment_retry_number(*, order: Order, msisdn: str | None = None) -> str:
+    """The normalised number "try again" pushes to: ``msisdn`` (any form ``normalize_msisdn`` accepts), default the
+    latest attempt's number, else the order's. Raises :class:`InvalidMsisdn` for a number that cannot pay."""
     if not msisdn:
         last = PaymentAttempt.objects.filter(order_id=order.pk).order_by("-id").values_list("msisdn", flat=True)
         msisdn = last.first() or order.msisdn
     try:
-        number = normalize_msisdn(msisdn)
+        return normalize_msisdn(msisdn)
     except MpesaError as exc:
         raise InvalidMsisdn(_("Número M-Pesa inválido: use um número Vodacom (84 ou 85) com 9 dígitos.")) from exc
+
+
+def payment_attempt_start(
+    *, order: Order, msisdn: str | None = None, after_attempt_id: int | None = None
+) -> tuple[PaymentAttempt, bool]:
+    """ "Try again": a new QUEUED attempt for an order awaiting payment. No network call.
+
+    * ``msisdn``: the number to push to (see :func:`payment_retry_number`). Raises :class:`InvalidMsisdn` for a
+      number that cannot pay with M-Pesa.
+    * ``after_attempt_id``: the attempt the page showed. Idempotent: when the order's latest attempt is another
+      one, nothing is created and the latest is returned, so a double click yields one attempt.
+
+    Returns ``(attempt, created)``. Raises :class:`PaymentNotAllowed` when the order does not await payment, its
+    hold ended, or stock released when a push ended (phone said no, nobody answered) was taken by someone else
+    since (the message names those products); :class:`~kulipa.core.limits.LimitReached` when the order already
+    had ``LIMIT_ATTEMPTS_PER_ORDER`` attempts, the customer would hold too many units, or another order's push to
+    the number is in flight. Nothing changes then. Otherwise holds the stock for the new push (re-reserving
+    released stock; capped since checkout). Locks: Order (1), then products (4), holders, reservations.
+    The caller queues the dispatch (``tasks.queue_dispatch``) when a new attempt was created.
+    """
+    number = payment_retry_number(order=order, msisdn=msisdn)
     now = timezone.now()
     with transaction.atomic():
         locked = locks.order_lock(order.pk)
@@ -110,16 +134,36 @@ def payment_attempt_start(
             raise PaymentNotAllowed(_("Esta encomenda já não aguarda pagamento."))
         latest = PaymentAttempt.objects.filter(order_id=locked.pk).order_by("-id").first()
         if latest is not None and latest.pk != after_attempt_id:
-            return latest
-        if locked.expires_at <= now or not push_fits(order=locked, now=now) or not hold_for_push(order=locked, now=now):
+            return latest, False
+        if latest is not None and latest.in_flight:  # the page showed it, and it is still running: no new push
+            return latest, False
+        cap = limits.cap("LIMIT_ATTEMPTS_PER_ORDER")
+        if cap and PaymentAttempt.objects.filter(order_id=locked.pk).count() >= cap:
+            raise limits.attempts_per_order()
+        if locked.expires_at <= now or not push_fits(order=locked, now=now):
+            raise PaymentNotAllowed(_("Os produtos desta encomenda já não estão reservados. Faça uma nova encomenda."))
+        try:
+            inventory.reservations_reacquire(order=locked, until=locked.expires_at)
+        except OutOfStock as exc:
+            raise PaymentNotAllowed(
+                ngettext(
+                    "Entretanto o produto %(names)s esgotou: esta encomenda já não pode ser paga e nada foi "
+                    "enviado para o telemóvel. Faça uma nova encomenda com o que ainda há.",
+                    "Entretanto os produtos %(names)s esgotaram: esta encomenda já não pode ser paga e nada foi "
+                    "enviado para o telemóvel. Faça uma nova encomenda com o que ainda há.",
+                    len(exc.names),
+                )
+                % {"names": ", ".join(f"«{name}»" for name in exc.names)}
+            ) from exc
+        if not hold_for_push(order=locked, now=now):
             raise PaymentNotAllowed(_("Os produtos desta encomenda já não estão reservados. Faça uma nova encomenda."))
         try:
             with transaction.atomic():
                 attempt = attempt_create(order=locked, msisdn=number, replaces=after_attempt_id, now=now)
         except IntegrityError:  # one is in flight after all (constraint one_attempt_in_flight_per_order)
-            return PaymentAttempt.objects.get(order_id=locked.pk, state__in=PaymentAttempt.IN_FLIGHT)
+            return PaymentAttempt.objects.get(order_id=locked.pk, state__in=PaymentAttempt.IN_FLIGHT), False
         payment_status_follow(order=locked, attempt=attempt)
-    return attempt
+    return attempt, True
 
 
 # --- pushing (worker) --------------------------------------------------------------------------------------

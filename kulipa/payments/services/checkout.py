@@ -29,10 +29,15 @@ def checkout_place(
     session_key: str,
     checkout_token: str,
     confirmed: CheckoutSnapshot,
+    client_ip: str | None = None,
 ) -> tuple[Order, PaymentAttempt | None]:
     """Place the order the customer confirmed (``kulipa.orders.services.order_place``: same arguments and errors,
     including ``CheckoutChanged`` when ``confirmed`` no longer matches the locked rows) and its first QUEUED
     attempt together: a crash leaves either all of it or nothing. ``msisdn`` is already normalised.
+
+    Abuse limits kept here, in the database (docs/payments.md "Abuse limits"): the session, ``client_ip`` and
+    ``msisdn`` may not hold more units than their caps, and ``msisdn`` may not have another order's push in
+    flight. Either raises :class:`~kulipa.core.limits.LimitReached` and nothing is created.
 
     A resubmitted checkout (same ``checkout_token``) returns the order the first submit created and ``None``:
     nothing new is created or pushed.
@@ -49,6 +54,7 @@ def checkout_place(
             checkout_token=checkout_token,
             confirmed=confirmed,
             payment_status=Order.PaymentStatus.PENDING,
+            client_ip=client_ip,
         )
         if not created:
             return order, None

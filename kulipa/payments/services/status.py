@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from kulipa.inventory import services as inventory
 from kulipa.orders import services as orders
 from kulipa.orders.models import Order
 from kulipa.payments import conf
+from kulipa.payments.decisions import Hold, decide_hold_after_close
 from kulipa.payments.models import PaymentAttempt
 
 State = PaymentAttempt.State
@@ -47,10 +49,15 @@ def hold_for_push(*, order: Order, now: datetime) -> bool:
     return orders.order_hold_until(order=order, until=until)
 
 
-def hold_after_failure(*, order: Order, now: datetime) -> None:
-    """A push ended without money: shrink the hold back to the reservation window (leaving a little time to try
-    again), never lengthening it. The last unit is not held by one customer's repeated failures."""
+def hold_after_failure(*, order: Order, now: datetime, state: str) -> None:
+    """A push ended without money (the attempt closed in ``state``): the order may still be paid until the
+    reservation window ends (leaving a little time to try again; never lengthened). Its stock is released at once
+    when the phone said no or nobody answered (``decisions.decide_hold_after_close``; "try again" holds it again
+    if it is still there), else kept that long. The last unit is not held by one customer's repeated failures.
+    Caller holds the order lock."""
     if order.status != Order.Status.AWAITING_PAYMENT:
         return
     until = min(order.expires_at, max(order.created_at + conf.reservation_window(), now + conf.RETRY_GRACE))
     orders.order_hold_until(order=order, until=until)
+    if decide_hold_after_close(state=state) is Hold.RELEASE:
+        inventory.reservations_release(order=order)

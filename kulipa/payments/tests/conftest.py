@@ -4,6 +4,7 @@ runs in its own thread as in the worker)."""
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -172,11 +173,19 @@ def product(*, price: str = "125.50", stock: int = 10) -> Product:
     )
 
 
+_customers = itertools.count(1)
+
+
 def place(
-    quantities: dict[int, int], *, msisdn: str = "258840000001", token: str | None = None, push: bool = True
+    quantities: dict[int, int], *, msisdn: str | None = None, token: str | None = None, push: bool = True
 ) -> tuple[Order, PaymentAttempt]:
-    """Checkout without HTTP (``checkout_place``), then queue the push unless ``push`` is False."""
+    """Checkout without HTTP (``checkout_place``), then queue the push unless ``push`` is False. Each call is its
+    own customer (session, and a number of its own ending in 01, "pays at once", unless ``msisdn`` is given), so
+    the abuse limits per session and per number only meet the tests that ask for them."""
     from kulipa.orders.tests.factories import snapshot_for
+
+    n = next(_customers)
+    msisdn = msisdn or f"25884{n % 100_000:05d}01"
 
     order, attempt = services.checkout_place(
         quantities=quantities,
@@ -186,7 +195,7 @@ def place(
         email="",
         delivery_address="",
         user=None,
-        session_key="s",
+        session_key=f"place-{n}",
         checkout_token=token or secrets.token_urlsafe(16),
     )
     assert attempt is not None

@@ -24,10 +24,12 @@ from kulipa.payments.decisions import (
     TAILED,
     Act,
     Clock,
+    Hold,
     Paid,
     Step,
     decide_after_stock,
     decide_confirmed,
+    decide_hold_after_close,
     decide_push_answer,
     decide_query_answer,
     decide_reversal_answer,
@@ -721,6 +723,28 @@ def test_decide_after_stock(commit, status):
     assert ORDER.can(OS.AWAITING_PAYMENT, status)
 
 
+# --- decide_hold_after_close -----------------------------------------------------------------------------------
+# the state a push of an unpaid order closed in (without money) → what happens to the order's stock
+HOLD_ROWS: list[tuple[str, Hold]] = [
+    (S.DECLINED, Hold.RELEASE),  # the phone said no
+    (S.INSUFFICIENT_FUNDS, Hold.RELEASE),  # the phone said no (no balance)
+    (S.TIMED_OUT, Hold.RELEASE),  # nobody answered the prompt
+    (S.FAILED, Hold.SHRINK),  # the gateway failed (or the payment was reversed): not the customer's answer
+    (S.NOT_SENT, Hold.SHRINK),  # never reached the phone: try again at once
+    (S.UNCONFIRMED, Hold.SHRINK),  # M-Pesa could not say: money may still come
+]
+
+
+def test_hold_table_covers_every_closing_state():
+    closing = {t for s, t in ATTEMPT.pairs() if s in PaymentAttempt.IN_FLIGHT and t not in PaymentAttempt.IN_FLIGHT}
+    assert {s for s, _ in HOLD_ROWS} == closing - {S.SUCCEEDED}
+
+
+@pytest.mark.parametrize(("state", "hold"), [pytest.param(s, h, id=s) for s, h in HOLD_ROWS])
+def test_decide_hold_after_close(state, hold):
+    assert decide_hold_after_close(state=state) is hold
+
+
 # --- reversals --------------------------------------------------------------------------------------------------
 REVERSAL_ANSWER_ROWS: list[tuple[Outcome, bool, str]] = [
     (O.SUCCESS, True, R.SUCCEEDED),
@@ -849,6 +873,7 @@ EXPECTED_PAIRS: dict[str, list[tuple[str, str]]] = {
         ("active", "committed"),
         ("active", "released"),
         ("released", "committed"),
+        ("released", "active"),  # "try again" after a push that ended released it early
         ("committed", "returned"),
     ],
 }

@@ -92,8 +92,11 @@ def test_failure_shows_status_and_try_again_with_another_number_pays(
     assert words in data["message"]
     order.refresh_from_db()
     assert order.status == Order.Status.AWAITING_PAYMENT
-    # The reservation is kept so the customer can try again.
-    assert order.reservations.get().state == StockReservation.State.ACTIVE
+    # The phone said no or nobody answered: the stock goes back on sale at once ("try again" holds it again).
+    # The gateway failed or could not say: it stays held so the customer can try again.
+    released = state in (State.DECLINED, State.INSUFFICIENT_FUNDS, State.TIMED_OUT)
+    expected = StockReservation.State.RELEASED if released else StockReservation.State.ACTIVE
+    assert order.reservations.get().state == expected
     page = client.get(order.get_absolute_url()).content.decode()
     assert words in page and reverse("payments:retry", kwargs={"public_id": order.public_id}) in page
 
