@@ -402,6 +402,11 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     # the health check replaces a connection the database dropped (restart, failover) instead of failing a request.
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DJANGO_CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A database that stops answering fails a request (and /readyz) in seconds instead of hanging it; a
+    # connect_timeout in DATABASE_URL's query string wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DJANGO_DB_CONNECT_TIMEOUT", 5)
+    )
 
 # --- Abuse limits -------------------------------------------------------------------------------------------
 # docs/payments.md "Abuse limits". Windows are django-ratelimit rates ("5/10m": 5 per 10 minutes; "" turns one
