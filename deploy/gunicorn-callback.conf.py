@@ -8,9 +8,9 @@ of MPESA_CALLBACK_URL (or KULIPA_CALLBACK_PORT), with the same environment as th
     MPESA_CALLBACK_URL=https://loja.example.co.mz:12345/api/mpesa/callback/<token> \\
     .venv/bin/gunicorn -c deploy/gunicorn-callback.conf.py
 
-Settings are read and checked here, before anything listens: a missing certificate or a port the gateway would
-not call stops the start with a sentence. Anything below can be overridden on the command line or with
-GUNICORN_CMD_ARGS (e.g. ``--workers 4``).
+Settings are read and checked here, before anything listens: a missing certificate, a port the gateway would
+not call, or any problem the shop's own configuration gate finds (kulipa.core.config) stops the start with a
+sentence. Anything below can be overridden on the command line or with GUNICORN_CMD_ARGS (e.g. ``--workers 4``).
 """
 
 import os
@@ -24,9 +24,11 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from kulipa.callback_listener.conf import listener_config
+from kulipa.core.checks import refuse_unsafe_configuration
 
 try:
     _listener = listener_config()
+    refuse_unsafe_configuration()  # the shop's gate (kulipa.core.config), before anything listens
 except ImproperlyConfigured as exc:
     sys.exit(f"kulipa-callback: not started: {exc}")
 

@@ -11,12 +11,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from kulipa.core.config import CALLBACK_PORTS
 from kulipa.core.net import trusted_proxies
 from kulipa.payments.conf import mpesa_str
-
-CALLBACK_PORT_RANGE = (11000, 19000)
-"""The gateway calls back only on HTTPS and on a port in this range (mpesa-integration-plan; reference §5.2 found
-no source for it, so the strict reading is applied)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +36,7 @@ def callback_url_port() -> int | None:
     url = mpesa_str("CALLBACK_URL")
     if not url:
         return None
-    low, high = CALLBACK_PORT_RANGE
+    low, high = CALLBACK_PORTS[0], CALLBACK_PORTS[-1]
     try:
         parts = urlsplit(url)
         port = parts.port

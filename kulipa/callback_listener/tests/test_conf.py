@@ -117,3 +117,29 @@ def test_gunicorn_refuses_to_start_without_a_certificate(tmp_path: Path) -> None
     )
     assert result.returncode != 0
     assert "KULIPA_CALLBACK_TLS_CERT" in result.stderr + result.stdout
+
+
+def test_gunicorn_refuses_a_configuration_the_shop_would_refuse(tmp_path: Path, pem: tuple[str, str]) -> None:
+    """The shop's gate (kulipa.core.config) applies to the listener too: DEBUG off with a weak secret key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KULIPA_", "MPESA_", "DJANGO_"))}
+    env.update(
+        KULIPA_ENV_FILE="",
+        KULIPA_VAR_DIR=str(tmp_path),
+        KULIPA_CALLBACK_TLS_CERT=pem[0],
+        KULIPA_CALLBACK_TLS_KEY=pem[1],
+        MPESA_CALLBACK_URL=URL,
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY="secret",
+    )
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = subprocess.run(
+        [str(gunicorn), "-c", "deploy/gunicorn-callback.conf.py", "--check-config"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "kulipa-callback: not started" in result.stderr
+    assert "DJANGO_SECRET_KEY" in result.stderr

@@ -47,7 +47,7 @@ from mpesa.sandbox.testing import fast_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 GUNICORN = Path(sys.executable).with_name("gunicorn")
-TOKEN = "listenerT0ken7"
+TOKEN = "listener-path-token-0123456789-abcdef"  # production's gate wants 32 characters or more
 GATEWAY = "198.51.100.7"
 """The gateway's address as a proxy in front reports it (TEST-NET-2: never a real peer here)."""
 OTHER = "203.0.113.9"
@@ -178,13 +178,15 @@ def listener(
     tls: TlsFiles, sandbox: ThreadedSandbox, django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Listener]:
     """``gunicorn -c deploy/gunicorn-callback.conf.py`` and ``manage.py run_huey``, both on the test database and
-    a queue of their own, configured from the environment like production (DEBUG off, async mode, the simulator
-    as gateway at 127.0.0.1, which is also the trusted proxy; the gateway's address behind it is ``GATEWAY``)."""
+    a queue of their own, configured from the environment like production (DEBUG off, so the configuration gate of
+    kulipa.core.config applies; async mode; the simulator as gateway at 127.0.0.1, which is also the trusted proxy;
+    the gateway's address behind it is ``GATEWAY``)."""
     work = tmp_path_factory.mktemp("listener")
     queue_name = f"kulipa-listener-test-{secrets.token_hex(4)}"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MPESA_", "HUEY_", "KULIPA_", "DJANGO_"))}
     base_env.update(
         PYTHONUNBUFFERED="1",
+        KULIPA_ENV_FILE="",  # no .env: only what is given here
         DJANGO_SETTINGS_MODULE="kulipa.settings",
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
@@ -193,12 +195,11 @@ def listener(
         DATABASE_URL=database_url_for_subprocesses(),
         HUEY_NAME=queue_name,
         HUEY_SQLITE_PATH=str(work / "huey.sqlite3"),
-        MPESA_API_KEY="",  # the local simulator
+        MPESA_ENVIRONMENT="simulator",  # the local simulator, asked for explicitly (its own API key)
         MPESA_PUBLIC_KEY=sandbox.public_key,
         MPESA_BASE_URL=sandbox.base_url,
         MPESA_PORT_OFFSET=str(sandbox.port_offset),
         MPESA_SERVICE_PROVIDER_CODE=sandbox.service_provider_code,
-        MPESA_ENVIRONMENT="sandbox",
         MPESA_MODE="async",
         MPESA_CALLBACK_PATH_TOKEN=TOKEN,
         MPESA_CALLBACK_ALLOWED_IPS=f"127.0.0.1,{GATEWAY}",
@@ -224,23 +225,30 @@ def listener(
         return child
 
     try:
-        worker = spawn(
-            [sys.executable, "manage.py", "run_huey", "--workers", "2", "--no-periodic", "--max-delay", "0.5"],
-            base_env,
-            worker_log,
-        )
         running: Listener | None = None
         for _ in range(5):  # another process may take the port between the probe and gunicorn's bind
             port = free_callback_port()
-            env = {**base_env, "MPESA_CALLBACK_URL": f"https://127.0.0.1:{port}/api/mpesa/callback/{TOKEN}"}
-            process = spawn([str(GUNICORN), "-c", "deploy/gunicorn-callback.conf.py"], env, listener_log)
+            base_env["MPESA_CALLBACK_URL"] = f"https://127.0.0.1:{port}/api/mpesa/callback/{TOKEN}"
+            process = spawn([str(GUNICORN), "-c", "deploy/gunicorn-callback.conf.py"], base_env, listener_log)
             running = Listener(port=port, tls=tls, log=listener_log)
             if _started(process, running):
                 break
             running = None
         if running is None:
             raise AssertionError(f"the listener did not start:\n{listener_log.read_text(errors='replace')[-4000:]}")
-        assert worker.poll() is None, (work / "worker.log").read_text(errors="replace")
+        worker = spawn(
+            [sys.executable, "manage.py", "run_huey", "--workers", "2", "--no-periodic", "--max-delay", "0.5"],
+            base_env,
+            worker_log,
+        )
+
+        def worker_started() -> bool:
+            log = worker_log.read_text(errors="replace")
+            if worker.poll() is not None:
+                raise AssertionError(f"the worker exited:\n{log[-4000:]}")
+            return "Huey consumer started" in log
+
+        wait_for(worker_started, timeout=60, what="the worker consuming")
         yield running
     finally:
         for child in reversed(children):
