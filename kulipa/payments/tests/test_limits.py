@@ -319,6 +319,22 @@ def test_try_again_while_another_orders_prompt_waits_on_that_number(sim: Simulat
     settle(other)
 
 
+def test_try_again_re_reserving_counts_the_units_held(sim: Simulator, settings: Any) -> None:
+    """Stock released by a "no" is held again by "try again" only within the customer's cap: placing one order,
+    letting it go, placing another and retrying the first cannot stack holds past it."""
+    settings.LIMIT_UNITS_HELD_PER_SESSION = 3
+    client = Client()
+    item = product(stock=10)
+    first = checkout(client, {item.pk: 2}, msisdn=number("03"))
+    settle(first)
+    assert first.reservations.get().state == RS.RELEASED
+    settle(checkout(client, {item.pk: 2}, msisdn=number("05")))  # fails at the gateway: held
+    refused_retry(
+        sim, client, first, msisdn=number("01"), limit="units_held_session", words="demasiados produtos reservados"
+    )
+    assert first.reservations.get().state == RS.RELEASED
+
+
 # --- a "no" from the phone lets the stock go ------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", ["03", "02"])
 def test_declined_push_releases_the_stock_and_try_again_holds_it_again(sim: Simulator, suffix: str) -> None:
