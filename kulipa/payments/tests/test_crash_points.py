@@ -287,7 +287,7 @@ def test_lost_dispatch_is_sent_by_the_sweep_while_fresh_and_pushed_once(
     order = checkout_with_queue_down(monkeypatch, Client(), item)
     attempt = order.payment_attempts.get()
     assert sent.pushes == [] and sim.transactions() == []
-    assert sweep_idle()["redispatched"] == 0  # younger than a third of the send limit: still the queue's
+    assert sweep_idle()["redispatched"] == 0  # younger than REDISPATCH_MIN_AGE (5 s): still the queue's
 
     backdate(PaymentAttempt, attempt.pk, created_at=timedelta(seconds=15))
     counts = sweep_idle()
