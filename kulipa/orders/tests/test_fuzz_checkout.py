@@ -15,6 +15,7 @@ so the next example starts from a still world.
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from hypothesis import strategies as st
 
 from kulipa.cart.services import SESSION_KEY as CART_SESSION_KEY
 from kulipa.catalog.models import Product
+from kulipa.orders.forms import CheckoutForm
 from kulipa.orders.models import Order
 from kulipa.orders.snapshot import snapshot_current, snapshot_sign
 from kulipa.payments.models import PaymentAttempt
@@ -460,3 +462,55 @@ def test_a_nul_in_the_checkout_token_or_the_order_id_is_refused_not_a_server_err
         assert CUSTOMER.get(path).status_code == 404
     for path in ("/pedido/a%00b/pagar/", "/pedido/a%00b/cancelar/"):
         assert CUSTOMER.post(path).status_code == 404
+
+
+# --- the checkout form's number field, without HTTP --------------------------------------------------------
+MSISDN_ERROR_CODES = {"invalid_msisdn", "not_vodacom", "required", "max_length", "null_characters_not_allowed"}
+"""The shop's two messages, and Django's for an empty field, one over 24 characters and one holding a NUL."""
+
+
+def msisdn_errors(typed: str) -> tuple[str | None, list[Any]]:
+    """(the cleaned number, the field's errors) of a checkout form with only ``msisdn`` filled in."""
+    form = CheckoutForm({"msisdn": typed})
+    form.is_valid()
+    return form.cleaned_data.get("msisdn"), list(form.errors.get("msisdn", []))
+
+
+@given(st.text(max_size=30) | st.text(alphabet=string.digits + " +-().", max_size=30) | bad_msisdn)
+@settings(max_examples=scaled(5))
+def test_the_number_field_gives_the_canonical_number_or_a_message_saying_what_to_type(typed: str) -> None:
+    number, errors = msisdn_errors(typed)
+    if number is not None:
+        assert re.fullmatch(r"2588[45][0-9]{7}", number) and not errors
+        return
+    codes = [error.code for error in CheckoutForm({"msisdn": typed}).errors.as_data()["msisdn"]]
+    assert len(codes) == 1 and codes[0] in MSISDN_ERROR_CODES, codes
+    if codes[0] in ("invalid_msisdn", "not_vodacom"):
+        assert "Vodacom" in errors[0], errors  # the message says what a good number looks like
+
+
+@given(st.sampled_from(["01", "23", "99"]).flatmap(good_msisdn))
+@settings(max_examples=scaled(2))
+def test_the_number_field_accepts_every_way_of_typing_a_vodacom_number(case: tuple[str, str]) -> None:
+    typed, canonical = case
+    assert msisdn_errors(typed) == (canonical, [])
+
+
+@given(
+    st.sampled_from(["82", "83", "86", "87"]),
+    st.text(alphabet=string.digits, min_size=7, max_size=7),
+    st.sampled_from(["", "+258 ", "258", "00258"]),
+)
+@settings(max_examples=scaled(1))
+def test_another_operators_number_is_refused_as_not_vodacom(prefix: str, rest: str, country: str) -> None:
+    form = CheckoutForm({"msisdn": f"{country}{prefix} {rest[:3]} {rest[3:]}"})
+    assert not form.is_valid()
+    assert form.has_error("msisdn", code="not_vodacom")
+
+
+def test_another_operators_number_written_with_00_258_is_named_as_not_vodacom() -> None:
+    """Regression (found by the property above): "00258 82 …" got the generic "invalid number" message instead of
+    saying that only Vodacom numbers can pay (the form did not strip the 00 before looking at the operator)."""
+    form = CheckoutForm({"msisdn": "00258 82 123 4567"})
+    assert not form.is_valid()
+    assert form.has_error("msisdn", code="not_vodacom")
