@@ -189,9 +189,10 @@ def _decimal(value: object) -> Decimal | None:
     if value in (None, ""):
         return None
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except InvalidOperation:
         return None
+    return number if number.is_finite() else None  # "NaN", or a JSON number too large for a float
 
 
 def parse_response(
@@ -200,10 +201,11 @@ def parse_response(
     """Turn an HTTP answer into a result. Never raises: an empty or garbled body is an ``UNKNOWN`` result."""
     try:
         parsed = json.loads(content) if content.strip() else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deeply nested arrays or objects
         parsed = None
     if not isinstance(parsed, dict):
-        return Result(
+        # The result type the caller expects even here: a query asked about must come back as a QueryResult.
+        return _result_type(operation)(
             operation=operation,
             outcome=Outcome.UNKNOWN,
             http_status=status_code,
@@ -251,6 +253,14 @@ def parse_response(
     return Result(**common)
 
 
+def _result_type(operation: Operation) -> type[Result]:
+    if operation is Operation.QUERY:
+        return QueryResult
+    if operation is Operation.CUSTOMER_NAME:
+        return CustomerNameResult
+    return Result
+
+
 def _none_if_na(value: str | None) -> str | None:
     return None if value is None or value.upper() == "N/A" else value
 
@@ -271,12 +281,7 @@ def transport_failure(operation: Operation, exc: Exception, *, elapsed: float) -
     kind = "timed out" if timed_out else "connection failed"
     if not sent:
         kind = "not sent: could not connect"
-    result_type: type[Result] = Result
-    if operation is Operation.QUERY:
-        result_type = QueryResult
-    elif operation is Operation.CUSTOMER_NAME:
-        result_type = CustomerNameResult
-    return result_type(
+    return _result_type(operation)(
         operation=operation,
         outcome=Outcome.UNKNOWN,
         description=kind,

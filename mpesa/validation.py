@@ -58,16 +58,22 @@ def validate_amount(value: Decimal | int | str, *, field: str = "amount") -> Dec
     if isinstance(value, (float, bool)):
         raise ValidationError(field, "must be a Decimal, an int or a string, never a float")
     try:
-        amount = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
+        # An int goes in as it is: str() of one with more than 4300 digits raises ValueError.
+        amount = value if isinstance(value, Decimal | int) else Decimal(str(value).strip())
+        amount = Decimal(amount)
     except InvalidOperation:
-        raise ValidationError(field, f"{value!r} is not a number") from None
+        raise ValidationError(field, f"{value!r:.40} is not a number") from None
     if not amount.is_finite():
         raise ValidationError(field, "must be a finite number")
     if amount <= 0:
         raise ValidationError(field, "must be greater than zero")
-    if amount != amount.quantize(Decimal("0.01")):
+    try:
+        cents = amount.quantize(Decimal("0.01"))
+    except InvalidOperation:  # more digits than the decimal context holds
+        raise ValidationError(field, "is too large") from None
+    if amount != cents:
         raise ValidationError(field, "must have at most two decimal places")
-    return amount.quantize(Decimal("0.01"))
+    return cents
 
 
 def format_amount(amount: Decimal) -> str:

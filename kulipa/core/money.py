@@ -6,7 +6,7 @@ a ``float`` is refused, because money that went through a float may already be w
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from django.utils import translation
 
@@ -25,11 +25,18 @@ def format_mzn(amount: Decimal | int, language: str | None = None) -> str:
     """Format ``amount`` as meticais for ``language`` (default: the active language).
 
     Rounds half up to the cent. ``format_mzn(Decimal("1250"))`` is ``"1.250,00 MT"`` in Portuguese and
-    ``"MT 1,250.00"`` in English. Any language that is not English gets the Portuguese form.
+    ``"MT 1,250.00"`` in English. Any language that is not English gets the Portuguese form. Raises
+    ``TypeError`` for anything but a Decimal or an int (a float above all), ``ValueError`` for NaN, infinity or an
+    amount too large to hold in centavos.
     """
     if isinstance(amount, bool) or not isinstance(amount, Decimal | int):
         raise TypeError(f"format_mzn needs a Decimal or int, not {type(amount).__name__}")
-    value = Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
+    try:
+        value = Decimal(amount).quantize(CENT, rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # NaN, infinity, or more digits than the decimal context holds
+        raise ValueError("format_mzn needs a finite amount that fits in centavos") from None
+    if not value.is_finite():  # a quiet NaN quantizes to itself
+        raise ValueError("format_mzn needs a finite amount, not NaN")
     sign = "-" if value < 0 else ""
     units, cents = f"{abs(value):f}".split(".")
     lang = (language or translation.get_language() or "pt").lower()

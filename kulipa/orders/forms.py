@@ -61,6 +61,8 @@ class CheckoutForm(forms.Form):
             return normalize_msisdn(raw)
         except MpesaValidationError:
             digits = "".join(ch for ch in raw if ch.isdigit())
+            if digits.startswith("00258"):  # the international prefix written as 00, as normalize_msisdn allows
+                digits = digits[2:]
             local = digits[3:] if digits.startswith("258") and len(digits) == 12 else digits
             if len(local) == 9 and local[0] == "8" and local[:2] not in ("84", "85"):
                 raise forms.ValidationError(

@@ -22,6 +22,8 @@ def order_get_for_viewer(*, request: HttpRequest, public_id: str) -> Order:
     their permissions and records what they do. A staff member who is the order's own customer sees it as any
     customer does.
     """
+    if "\x00" in public_id:  # from the URL; PostgreSQL refuses NUL in a query (500), and no id holds one
+        raise Http404
     try:
         order = Order.objects.get(public_id=public_id)
     except Order.DoesNotExist:
@@ -42,7 +44,7 @@ def remember_order_in_session(*, request: HttpRequest, order: Order) -> None:
 
 def order_get_by_checkout_token(*, request: HttpRequest, checkout_token: str) -> Order | None:
     """The order an earlier submit of this checkout form created, if this viewer may see it (double submit)."""
-    if not checkout_token:
+    if not checkout_token or "\x00" in checkout_token:  # raw POST data; PostgreSQL refuses NUL in a query
         return None
     public_id = Order.objects.filter(checkout_token=checkout_token).values_list("public_id", flat=True).first()
     if public_id is None:

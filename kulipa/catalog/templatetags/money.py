@@ -1,7 +1,8 @@
 """``{% load money %}`` then ``{{ amount|mzn }}``: "1.250,00 MT" (pt) / "MT 1,250.00" (en).
 
 The filter formats in the active language with :func:`kulipa.core.money.format_mzn`. ``None`` or ``""`` gives
-an empty string; a string holding a number is read as Decimal; a float raises ``TypeError``.
+an empty string; a string holding a number is read as Decimal (one that does not, or holds NaN or infinity, gives
+an empty string); a float raises ``TypeError``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def mzn(value: Any) -> str:
         return ""
     if isinstance(value, str):
         try:
-            value = Decimal(value)
-        except InvalidOperation:
+            return format_mzn(Decimal(value))
+        except (InvalidOperation, ValueError):  # not a number, or NaN, infinity, too large: not an amount
             return ""
     return format_mzn(value)

@@ -62,8 +62,10 @@ def callback_fields(body: bytes) -> dict[str, str]:
     if len(body) > MAX_CALLBACK_BYTES:
         raise CallbackRejected(413, "malformed: body too large", tally="too_large")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        # UTF-8 only (a BOM is allowed): the delivery is stored as UTF-8 text and the worker parses that text
+        # again, so a body json.loads would also take in UTF-16 or with encoded surrogates must be refused here.
+        data = json.loads(body.decode("utf-8-sig"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise CallbackRejected(400, "malformed: body is not JSON", tally="not_json") from None
     if not isinstance(data, dict):
         raise CallbackRejected(400, "malformed: body is not a JSON object", tally="not_object")
@@ -81,7 +83,7 @@ def callback_fields(body: bytes) -> dict[str, str]:
             continue
         if not isinstance(value, str):
             raise CallbackRejected(400, f"malformed: {name} is not a string", tally="bad_field")
-        fields[name] = value.strip()[:300]
+        fields[name] = _storable(value).strip()[:300]
     if "input_ThirdPartyReference" not in fields and "input_ThirdPartyConversationID" in fields:
         fields["input_ThirdPartyReference"] = fields["input_ThirdPartyConversationID"]
     code = fields.get("input_ResultCode", "")
@@ -95,6 +97,11 @@ def callback_fields(body: bytes) -> dict[str, str]:
         if value and not _CALLBACK_ID.fullmatch(value):
             raise CallbackRejected(400, "malformed: an identifier has unexpected characters", tally="bad_field")
     return fields
+
+
+def _storable(text: str) -> str:
+    """``text`` without NUL characters (as U+FFFD), which PostgreSQL refuses in text and JSON columns."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _find_attempt(fields: Mapping[str, str]) -> PaymentAttempt:
@@ -142,7 +149,9 @@ def callback_receive(*, headers: Mapping[str, str], body: bytes, remote_ip: str 
     """
     now = timezone.now()
     safe_headers = {
-        k[:100]: v[:500] for k, v in list(headers.items())[:_MAX_HEADERS] if k.lower() not in _DROPPED_HEADERS
+        _storable(k[:100]): _storable(v[:500])
+        for k, v in list(headers.items())[:_MAX_HEADERS]
+        if k.lower() not in _DROPPED_HEADERS
     }
     try:
         fields = callback_fields(body)
@@ -151,7 +160,7 @@ def callback_receive(*, headers: Mapping[str, str], body: bytes, remote_ip: str 
         delivery = CallbackDelivery.objects.create(
             remote_ip=remote_ip,
             headers=safe_headers,
-            body=body[:REJECTED_BODY_BYTES].decode("utf-8", "replace"),
+            body=_storable(body[:REJECTED_BODY_BYTES].decode("utf-8", "replace")),
             state=D.REJECTED,
             processed_at=now,
             outcome=rejected.tally,
