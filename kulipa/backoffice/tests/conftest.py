@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
+from django.test import override_settings
 from django.utils import timezone
 
 from kulipa.accounts.models import User
@@ -71,8 +73,12 @@ def paid_order(*, stock: int = 3, quantity: int = 2, price: str = "100.00") -> t
 def unknown_payment(*, stock: int = 3, quantity: int = 2) -> tuple[Order, PaymentAttempt, Product]:
     """A payment the simulator made but whose answer was lost: UNKNOWN until the shop asks."""
     item = product(price="100.00", stock=stock)
-    order, attempt = place({item.pk: quantity}, msisdn=DROPPED)
-    wait_for(lambda: PaymentAttempt.objects.get(pk=attempt.pk).state == State.UNKNOWN, what="unknown")
+    # The shop's own status query would follow 0.05 s later (the tests' backoff); on a busy machine huey's immediate
+    # mode would run it at once and settle the payment before the test asks. Put it an hour away instead.
+    later = {**settings.MPESA, "RECONCILE_BACKOFF_SECONDS": 3600, "RECONCILE_BACKOFF_MAX_SECONDS": 3600}
+    with override_settings(MPESA=later):
+        order, attempt = place({item.pk: quantity}, msisdn=DROPPED)
+        wait_for(lambda: PaymentAttempt.objects.get(pk=attempt.pk).state == State.UNKNOWN, what="unknown")
     return order, PaymentAttempt.objects.get(pk=attempt.pk), item
 
 
