@@ -5,6 +5,7 @@ strings."""
 from __future__ import annotations
 
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -75,8 +76,14 @@ def gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[Server]:
     env = child_env(
         sandbox=None,
         queue=None,
+        # Production's configuration gate (kulipa.core.config) applies: a fit configuration, with the local
+        # simulator asked for explicitly as the gateway.
+        KULIPA_ENV_FILE="",
         DJANGO_DEBUG="0",
-        DJANGO_SECRET_KEY="test-gunicorn-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SECURE_SSL_REDIRECT="0",  # plain HTTP on loopback, where the proxy would terminate TLS
+        MPESA_ENVIRONMENT="simulator",
         GUNICORN_BIND=f"127.0.0.1:{port}",
         GUNICORN_WORKERS="2",
         GUNICORN_THREADS="2",
