@@ -46,7 +46,7 @@ bind = [address.strip() for address in os.environ.get("GUNICORN_BIND", "127.0.0.
 
 worker_class = "gthread"
 # One process per core, 8 threads each: measured on 2 cores (docs/scaling.md), 2 × cores + 1 processes served no
-# more and took 2.3 times the memory; 8 threads served more than 4 (the page waits on PostgreSQL).
+# more and took 2.3 times the memory; 8 threads served more than 4 in 20 of 22 rounds (the page waits on PostgreSQL).
 workers = _int("GUNICORN_WORKERS", CORES)
 threads = _int("GUNICORN_THREADS", 8)
 
