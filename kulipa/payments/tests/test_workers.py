@@ -63,7 +63,8 @@ def test_two_consumers_push_each_of_many_attempts_exactly_once(kind: str, sim: S
             wait_for(lambda: all(started(w.output()) for w in workers), timeout=60, what="both consumers started")
             for n in range(60):
                 suffix = list(SCENARIOS)[n % len(SCENARIOS)]
-                _order, attempt = place({item.pk: 1}, msisdn=f"2588400000{suffix}", push=False)
+                # A number of its own per attempt: only one prompt may be in flight per number.
+                _order, attempt = place({item.pk: 1}, msisdn=f"25884{n:05d}{suffix}", push=False)
                 attempts.append(attempt)
                 for _ in range(copies):
                     queue.put(tasks.dispatch_payment.s(attempt.pk))
