@@ -1,4 +1,4 @@
-"""Fuzzing checkout and the order page over HTTP, against the real simulator.
+"""Fuzzing checkout, the order page and "try again" over HTTP, against the real simulator.
 
 Each example is one customer: a fresh session with a cart, the checkout page (GET), then a POST of generated
 fields. Every part of the input is drawn as known-good, known-bad or anything at all:
@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.messages import get_messages
 from django.core.cache import cache
 from django.test import Client
 from hypothesis import event, given, settings
@@ -39,7 +40,7 @@ from kulipa.orders.snapshot import snapshot_current, snapshot_sign
 from kulipa.payments.models import PaymentAttempt
 from kulipa.payments.tasks import engine as get_engine
 from kulipa.payments.tests import conftest as payment_fixtures
-from kulipa.payments.tests.conftest import Simulator, product, reconcile_until
+from kulipa.payments.tests.conftest import Simulator, checkout, product, reconcile_until
 from kulipa.payments.tests.fuzzing import scaled, world
 
 pytestmark = pytest.mark.fuzz
@@ -368,6 +369,72 @@ def test_the_order_pages_answer_any_unknown_id_with_404_and_change_nothing(publi
         response = getattr(CUSTOMER, method)(path, {"msisdn": "84 123 4501", "after": "1"} if method == "post" else {})
         assert response.status_code == 404, (path, response.status_code)
     assert world() == before
+
+
+@st.composite
+def retry_msisdn(draw: st.DrawFn) -> Drawn:
+    """A number for "try again": good ones end in 03 (declined at once, so the order can be tried again)."""
+    kind = draw(st.sampled_from(["good", "good", "same", "bad", "any"]))
+    if kind == "good":
+        typed, _ = draw(good_msisdn("03"))
+        return typed, True
+    if kind == "same":  # empty or left out: the number of the last attempt
+        return draw(st.sampled_from(["", "   ", MISSING])), True
+    if kind == "bad":
+        return draw(bad_msisdn.filter(lambda m: m.strip() != "")), False
+    return draw(st.text(max_size=25)), None
+
+
+@given(data=st.data())
+@settings(max_examples=scaled(0.5))
+def test_try_again_starts_a_new_push_only_for_a_valid_number_and_the_attempt_shown(
+    sim: Simulator, declined: Order, data: st.DataObject
+) -> None:
+    """The customer who placed the order (the same session) presses "try again" with generated fields: a new push
+    only for a valid number and the attempt the page showed; anything else changes nothing and says why."""
+    order = declined
+    latest = order.payment_attempts.latest("pk")
+    msisdn, msisdn_ok = data.draw(retry_msisdn(), label="msisdn")
+    after_kind = data.draw(st.sampled_from(["shown", "shown", "older", "missing", "garbage"]), label="after")
+    garbage = data.draw(st.text(max_size=20) | st.sampled_from([str(2**70), "-1", "1e3", "1.5"]), label="garbage")
+    after: Any = {"shown": str(latest.pk), "older": str(latest.pk - 1), "missing": MISSING, "garbage": garbage}[
+        after_kind
+    ]
+    expected = None if msisdn_ok is None else (msisdn_ok and after_kind == "shown")
+    if after_kind == "garbage" and str(after).strip() == str(latest.pk):
+        expected = None
+
+    cache.clear()
+    before, pushes = world(), len(sim.transactions())
+    response = CUSTOMER.post(f"/pedido/{order.public_id}/pagar/", post_data({"msisdn": msisdn, "after": after}))
+    assert response.status_code == 302 and response["Location"] == order.get_absolute_url()
+    new = order.payment_attempts.exclude(pk__lte=latest.pk).first()
+    if new is None:
+        assert expected is not True, f"a valid 'try again' started nothing: {msisdn!r}, after={after!r}"
+        assert world() == before and len(sim.transactions()) == pushes
+        if msisdn_ok is False and after_kind == "shown":  # the customer is told: a bad number, or a bad form
+            told = [str(m) for m in get_messages(response.wsgi_request)]
+            assert any("Número M-Pesa inválido" in m or "Pedido inválido" in m for m in told), told
+        return
+    assert expected is not False, f"an invalid 'try again' started a push: {msisdn!r}, after={after!r}"
+    settle(order)
+    assert len(sim.transactions()) == pushes + 1
+    tx = sim.known_transaction(new.third_party_reference)
+    assert tx["msisdn"] == new.msisdn and Decimal(tx["amount"]) == order.total
+    if msisdn_ok and msisdn is not MISSING and msisdn.strip():
+        assert new.msisdn == "258" + "".join(ch for ch in msisdn if ch.isdigit())[-9:]
+    else:
+        assert new.msisdn == latest.msisdn
+
+
+@pytest.fixture
+def declined(sim: Simulator) -> Order:
+    """An order whose push was declined on the phone (03), awaiting payment: "try again" is offered — to the
+    session that placed it (CUSTOMER's), as to a guest in production."""
+    CUSTOMER.cookies.clear()
+    order = checkout(CUSTOMER, {product(stock=1_000).pk: 1}, msisdn="258840000003")
+    settle(order)
+    return order
 
 
 # --- CSRF --------------------------------------------------------------------------------------------------
