@@ -260,12 +260,15 @@ elif CSP_MODE != "off":
 REDIS_URL = env_str("REDIS_URL")
 HUEY_IMMEDIATE = env_bool("HUEY_IMMEDIATE", False)
 _HUEY_CONSUMER = {"workers": env_int("HUEY_WORKERS", 8), "worker_type": "thread"}
+# "results": False — no caller ever reads a task's return value; stored, they would pile up (Redis keeps them
+# forever) at a few per payment.
 if REDIS_URL:
     HUEY = {
         "huey_class": "huey.PriorityRedisHuey",
         "name": env_str("HUEY_NAME", "kulipa"),
         "url": REDIS_URL,
         "immediate": HUEY_IMMEDIATE,
+        "results": False,
         "consumer": _HUEY_CONSUMER,
     }
 else:
@@ -274,6 +277,7 @@ else:
         "name": env_str("HUEY_NAME", "kulipa"),
         "filename": env_str("HUEY_SQLITE_PATH", str(VAR_DIR / "huey.sqlite3")),
         "immediate": HUEY_IMMEDIATE,
+        "results": False,
         "consumer": _HUEY_CONSUMER,
     }
 
