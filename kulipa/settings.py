@@ -278,7 +278,9 @@ else:
         "filename": env_str("HUEY_SQLITE_PATH", str(VAR_DIR / "huey.sqlite3")),
         "immediate": HUEY_IMMEDIATE,
         "results": False,
-        "consumer": _HUEY_CONSUMER,
+        # SQLite cannot block on an empty queue: each worker thread polls, backing off to max_delay when idle
+        # (huey's default 10 s would leave a push or a callback waiting seconds on a quiet shop). Redis blocks.
+        "consumer": {**_HUEY_CONSUMER, "max_delay": 0.5},
     }
 
 # --- Shop -------------------------------------------------------------------------------------------------
