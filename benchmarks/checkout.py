@@ -69,12 +69,12 @@ _DROPPED = ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")
 
 def _sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"concurrency": [1, 8], "seconds": 2.0, "warmup": 0.5, "pay_count": {1: 30, 8: 80}, "pgbench_t": 2}
+        return {"concurrency": [1, 8], "seconds": 2.0, "warmup": 0.5, "pay_max": {1: 60, 8: 200}, "pgbench_t": 2}
     return {
         "concurrency": [1, 8, 32, 64],
         "seconds": 6.0,
         "warmup": 1.0,
-        "pay_count": {1: 100, 8: 400, 32: 800, 64: 1280},
+        "pay_max": {1: 300, 8: 2000, 32: 3000, 64: 3000},
         "pgbench_t": 10,
     }
 
@@ -378,9 +378,10 @@ def sqlite_floor(work: Path, *, threads: int, seconds: float) -> dict[str, Any]:
 def _phases(sizes: dict[str, Any]) -> list[dict[str, Any]]:
     phases: list[dict[str, Any]] = []
     for c in sizes["concurrency"]:
-        phases.append({"kind": "floor", "concurrency": c, "seconds": sizes["seconds"], "warmup": sizes["warmup"]})
-        phases.append({"kind": "pay", "concurrency": c, "count": sizes["pay_count"][c], "setup_concurrency": 16})
-        phases.append({"kind": "flow", "concurrency": c, "seconds": sizes["seconds"], "warmup": sizes["warmup"]})
+        timing = {"seconds": sizes["seconds"], "warmup": sizes["warmup"]}
+        phases.append({"kind": "floor", "concurrency": c, **timing})
+        phases.append({"kind": "pay", "concurrency": c, **timing, "max_count": sizes["pay_max"][c]})
+        phases.append({"kind": "flow", "concurrency": c, **timing})
     return phases
 
 

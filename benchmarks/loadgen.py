@@ -9,12 +9,15 @@ Phases (``kind``):
 * ``flow``: the whole buyer flow, counted as one unit: GET ``/`` (a new visitor: no cookies), POST
   ``/carrinho/adicionar/`` (one unit of a product, CSRF token from the cookie the home page set), GET
   ``/checkout/`` (its hidden fields: the checkout token and the signed snapshot), POST ``/checkout/`` (name and a
-  phone number used by no other attempt of the run) → must answer 303 to ``/pedido/...``. Runs ``seconds`` after
-  ``warmup`` seconds; a buyer starts no new flow after the deadline.
-* ``pay``: ``count`` carts are prepared first, untimed (each its own session: POST add to cart with a CSRF cookie
-  of the visitor's own, GET the checkout page); then only the POSTs to ``/checkout/`` that place the order and
-  queue the push are timed, ``concurrency`` at a time.
-* ``floor``: POST ``/_floor/`` (one INSERT in a transaction), like ``flow`` for the timing.
+  phone number used by no other attempt of the run) → must answer 303 to ``/pedido/...``.
+* ``pay``: carts are prepared first, untimed (each its own session: POST add to cart with a CSRF cookie of the
+  visitor's own, GET the checkout page): ``max_count`` for the first pay phase, then 2.5 times what the last pay
+  rate needs for the phase (at least 4 per buyer); then only the POSTs to ``/checkout/`` that place the order and
+  queue the push are run and timed, each buyer taking the next prepared cart.
+* ``floor``: POST ``/_floor/`` (one INSERT in a transaction).
+
+Every phase: ``warmup`` seconds, then a ``seconds`` window; the units that end inside the window are counted
+(:func:`run_window`).
 
 A unit is an error when a request fails, answers a status other than the expected one, or the page lacks what the
 next step needs; its latency is not counted.
@@ -26,6 +29,7 @@ import asyncio
 import functools
 import html
 import json
+import math
 import os
 import re
 import resource
@@ -137,6 +141,7 @@ class Plan:
         self.http = http
         self.products: list[str] = []
         self.next_number = int(spec.get("first_number", 1))
+        self.pay_rate: float | None = None
 
     def msisdn(self) -> str:
         """A number no other attempt of the run used, ending in 01 (the simulator's 'customer approves')."""
@@ -194,6 +199,8 @@ class Plan:
 
 @dataclass
 class Tally:
+    """Units that ended inside the measurement window: their latencies, and the failures."""
+
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     examples: list[str] = field(default_factory=list)
@@ -204,54 +211,45 @@ class Tally:
             self.examples.append(f"{type(exc).__name__}: {exc}"[:300])
 
 
-async def timed(tally: Tally, unit: Callable[[], Awaitable[None]], *, record: bool) -> None:
-    t0 = time.perf_counter()
-    try:
-        await unit()
-    except (TimeoutError, UnitError, aiohttp.ClientError, OSError) as exc:
-        if record:
-            tally.failed(exc)
-        return
-    if record:
-        tally.latencies.append(time.perf_counter() - t0)
+FAILURES = (TimeoutError, UnitError, aiohttp.ClientError, OSError)
 
 
-async def run_for(
-    concurrency: int, seconds: float, warmup: float, unit: Callable[[int], Awaitable[None]]
+async def run_window(
+    concurrency: int, seconds: float, warmup: float, next_unit: Callable[[], Callable[[], Awaitable[None]] | None]
 ) -> dict[str, Any]:
-    """Closed loop: ``concurrency`` buyers, each starting its next unit when the last one ended."""
+    """Closed loop: ``concurrency`` buyers, each starting its next unit when its last one ended, until the window
+    closes or ``next_unit`` has no more. Counted: the units that END inside the window (``warmup`` after the start,
+    ``seconds`` long), so a unit slower than the window still counts where it ends, and the rate is completions per
+    second of window. Units still in flight when it closes finish (their orders count in the database) unmeasured.
+    """
     tally, meter = Tally(), Meter()
-    counter = iter(range(1 << 62))
-    state = {"record": False, "deadline": time.monotonic() + warmup + seconds}
+    window = {"open": False, "closed": False, "exhausted": False}
 
     async def buyer() -> None:
-        while time.monotonic() < state["deadline"]:
-            await timed(tally, functools.partial(unit, next(counter)), record=bool(state["record"]))
+        while not window["closed"]:
+            unit = next_unit()
+            if unit is None:
+                window["exhausted"] = True
+                return
+            t0 = time.perf_counter()
+            try:
+                await unit()
+            except FAILURES as exc:
+                if window["open"] and not window["closed"]:
+                    tally.failed(exc)
+                continue
+            if window["open"] and not window["closed"]:
+                tally.latencies.append(time.perf_counter() - t0)
 
     tasks = [asyncio.create_task(buyer()) for _ in range(concurrency)]
-    await asyncio.sleep(warmup)
-    state["record"] = True
+    everyone = asyncio.gather(*tasks)
+    await asyncio.wait([everyone], timeout=warmup)
+    window["open"] = True
     meter.start()
-    await asyncio.gather(*tasks)
+    await asyncio.wait([everyone], timeout=seconds)  # returns early if the units ran out
+    window["closed"] = True
     cpu = meter.stop()
-    return _figures(tally, cpu)
-
-
-async def run_count(concurrency: int, jobs: list[Callable[[], Awaitable[None]]]) -> dict[str, Any]:
-    """``jobs`` run ``concurrency`` at a time (closed loop), all timed."""
-    tally, meter = Tally(), Meter()
-    queue = iter(jobs)
-
-    async def buyer() -> None:
-        for job in queue:
-            await timed(tally, job, record=True)
-
-    meter.start()
-    await asyncio.gather(*(buyer() for _ in range(concurrency)))
-    return _figures(tally, meter.stop())
-
-
-def _figures(tally: Tally, cpu: dict[str, Any]) -> dict[str, Any]:
+    await everyone
     wall = cpu["wall_seconds"]
     done = len(tally.latencies)
     return {
@@ -261,38 +259,53 @@ def _figures(tally: Tally, cpu: dict[str, Any]) -> dict[str, Any]:
         **latency_summary(tally.latencies),
         "errors": tally.errors,
         "error_examples": tally.examples,
+        "ran_out_of_carts": window["exhausted"],
         "cpu": cpu,
     }
 
 
+def _endless(unit: Callable[[int], Awaitable[None]]) -> Callable[[], Callable[[], Awaitable[None]]]:
+    counter = iter(range(1 << 62))
+    return lambda: functools.partial(unit, next(counter))
+
+
 async def phase(plan: Plan, spec: dict[str, Any]) -> dict[str, Any]:
     kind, concurrency = spec["kind"], int(spec["concurrency"])
+    seconds, warmup = float(spec["seconds"]), float(spec["warmup"])
     if kind == "flow":
-        return await run_for(concurrency, spec["seconds"], spec["warmup"], plan.flow)
+        return await run_window(concurrency, seconds, warmup, _endless(plan.flow))
     if kind == "floor":
-        return await run_for(concurrency, spec["seconds"], spec["warmup"], plan.floor)
+        return await run_window(concurrency, seconds, warmup, _endless(plan.floor))
     if kind == "pay":
+        # Enough carts for the window at 2.5 times the last pay rate measured (the first phase: max_count).
+        count = int(spec["max_count"])
+        if plan.pay_rate:
+            count = min(count, max(4 * concurrency, math.ceil(plan.pay_rate * (warmup + seconds) * 2.5)))
         prepared: list[tuple[Visitor, dict[str, str]]] = []
         setup = Tally()
         t0 = time.monotonic()
-        indexes = iter(range(int(spec["count"])))
+        indexes = iter(range(count))
 
         async def prepare() -> None:
             for i in indexes:
                 try:
                     prepared.append(await plan.prepared_cart(i))
-                except (TimeoutError, UnitError, aiohttp.ClientError, OSError) as exc:
+                except FAILURES as exc:
                     setup.failed(exc)
 
         await asyncio.gather(*(prepare() for _ in range(int(spec.get("setup_concurrency", 16)))))
         setup_seconds = time.monotonic() - t0
+        carts = iter(prepared)
 
-        def job(visitor: Visitor, fields: dict[str, str]) -> Callable[[], Awaitable[None]]:
-            return lambda: plan.pay(visitor, fields)
+        def next_pay() -> Callable[[], Awaitable[None]] | None:
+            cart = next(carts, None)
+            return None if cart is None else functools.partial(plan.pay, *cart)
 
-        figures = await run_count(concurrency, [job(v, f) for v, f in prepared])
+        figures = await run_window(concurrency, seconds, warmup, next_pay)
+        plan.pay_rate = figures["per_s"] or plan.pay_rate
         figures["setup"] = {
             "carts": len(prepared),
+            "carts_unused": sum(1 for _ in carts),
             "seconds": round(setup_seconds, 2),
             "errors": setup.errors,
             "error_examples": setup.examples,
