@@ -7,11 +7,13 @@ in :data:`BENCHMARKS`; ``--only name`` then runs it alone.
 from __future__ import annotations
 
 from benchmarks.capacity import simulator_capacity
+from benchmarks.checkout import checkout
 from benchmarks.common import Benchmark, RunContext
 from benchmarks.throughput import client_throughput
 from benchmarks.worker_capacity import worker_capacity
 
 BENCHMARKS: dict[str, Benchmark] = {
+    "checkout": checkout,
     "client_throughput": client_throughput,
     "simulator_capacity": simulator_capacity,
     "worker_capacity": worker_capacity,

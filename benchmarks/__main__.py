@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=sorted(BENCHMARKS), metavar="NAME", help=f"one of {sorted(BENCHMARKS)}"
     )
+    parser.add_argument(
+        "--database",
+        choices=("auto", "sqlite", "postgres", "both"),
+        default="auto",
+        help="for checkout: which database (auto: both when PostgreSQL answers on 127.0.0.1:5432)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON is also written")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mpesa-bench-") as workdir:
         key = Path(workdir) / "private_key.pem"
         load_or_create_private_key(key)  # once, so every simulator starts without generating RSA 4096
-        ctx = RunContext(quick=args.quick, workdir=Path(workdir), private_key=key)
+        ctx = RunContext(quick=args.quick, workdir=Path(workdir), private_key=key, database=args.database)
         for name in names:
             t0 = time.monotonic()
             try:

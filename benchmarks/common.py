@@ -220,6 +220,9 @@ class RunContext:
     quick: bool
     workdir: Path
     private_key: Path
+    database: str = "auto"
+    """``--database``: sqlite, postgres, both, or auto (both when PostgreSQL answers) — for the benchmarks that
+    run on a database (``checkout``)."""
     _count: int = field(default=0, repr=False)
 
     def simulator(self, *extra_args: str) -> Simulator:
