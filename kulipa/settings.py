@@ -441,14 +441,22 @@ else:
         }
     }
 RATELIMIT_USE_CACHE = "default"
+
+
+def env_rate(name: str, default: str) -> str:
+    """A django-ratelimit rate (``"5/10m"``); ``off`` turns the window off (an empty value means the default)."""
+    value = env_str(name, default)
+    return "" if value.lower() == "off" else value
+
+
 # Orders placed (POST "Pagar com M-Pesa" that would place one) per browser session / per client address.
-LIMIT_CHECKOUTS_PER_SESSION = env_str("KULIPA_LIMIT_CHECKOUTS_PER_SESSION", "5/10m")
-LIMIT_CHECKOUTS_PER_IP = env_str("KULIPA_LIMIT_CHECKOUTS_PER_IP", "20/10m")  # many customers share a NAT
+LIMIT_CHECKOUTS_PER_SESSION = env_rate("KULIPA_LIMIT_CHECKOUTS_PER_SESSION", "5/10m")
+LIMIT_CHECKOUTS_PER_IP = env_rate("KULIPA_LIMIT_CHECKOUTS_PER_IP", "20/10m")  # many customers share a NAT
 # "Tentar de novo" per browser session / per client address.
-LIMIT_RETRIES_PER_SESSION = env_str("KULIPA_LIMIT_RETRIES_PER_SESSION", "6/10m")
-LIMIT_RETRIES_PER_IP = env_str("KULIPA_LIMIT_RETRIES_PER_IP", "30/10m")
+LIMIT_RETRIES_PER_SESSION = env_rate("KULIPA_LIMIT_RETRIES_PER_SESSION", "6/10m")
+LIMIT_RETRIES_PER_IP = env_rate("KULIPA_LIMIT_RETRIES_PER_IP", "30/10m")
 # Payment prompts queued for one phone number, whatever the order (and never two in flight at once).
-LIMIT_PROMPTS_PER_PHONE = env_str("KULIPA_LIMIT_PROMPTS_PER_PHONE", "3/10m")
+LIMIT_PROMPTS_PER_PHONE = env_rate("KULIPA_LIMIT_PROMPTS_PER_PHONE", "3/10m")
 # Payment attempts of one order, the first one included.
 LIMIT_ATTEMPTS_PER_ORDER = env_int("KULIPA_LIMIT_ATTEMPTS_PER_ORDER", 5)
 # Units held in live reservations of unpaid orders, per session / per phone number / per client address.

@@ -222,6 +222,15 @@ def test_development_needs_no_configuration_at_all(tmp_path: Path) -> None:
     assert settings.stdout.split() == ["simulator", "True", "text", "admin/"], settings.stderr
 
 
+def test_a_limit_window_is_turned_off_with_off_and_an_empty_value_keeps_the_default(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, KULIPA_LIMIT_CHECKOUTS_PER_IP="off", KULIPA_LIMIT_RETRIES_PER_IP="")
+    show = "from django.conf import settings as s; print(repr(s.LIMIT_CHECKOUTS_PER_IP), s.LIMIT_RETRIES_PER_IP)"
+
+    settings = run([sys.executable, "-c", f"import django; django.setup(); {show}"], env)
+
+    assert settings.stdout.split() == ["''", "30/10m"], settings.stderr
+
+
 # --- the worker's log lines ---------------------------------------------------------------------------------------
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
