@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from benchmarks.capacity import simulator_capacity
 from benchmarks.common import Benchmark, RunContext
+from benchmarks.pending import pending
 from benchmarks.throughput import client_throughput
+from benchmarks.time_to_paid import time_to_paid
 from benchmarks.worker_capacity import worker_capacity
 
 BENCHMARKS: dict[str, Benchmark] = {
     "client_throughput": client_throughput,
+    "pending": pending,
     "simulator_capacity": simulator_capacity,
+    "time_to_paid": time_to_paid,
     "worker_capacity": worker_capacity,
 }
 
