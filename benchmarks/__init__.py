@@ -9,13 +9,17 @@ from __future__ import annotations
 from benchmarks.capacity import simulator_capacity
 from benchmarks.checkout import checkout
 from benchmarks.common import Benchmark, RunContext
+from benchmarks.pending import pending
 from benchmarks.throughput import client_throughput
+from benchmarks.time_to_paid import time_to_paid
 from benchmarks.worker_capacity import worker_capacity
 
 BENCHMARKS: dict[str, Benchmark] = {
     "checkout": checkout,
     "client_throughput": client_throughput,
+    "pending": pending,
     "simulator_capacity": simulator_capacity,
+    "time_to_paid": time_to_paid,
     "worker_capacity": worker_capacity,
 }
 

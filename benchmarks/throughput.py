@@ -3,6 +3,11 @@
 Phases, each bounded by a duration and a call cap: sync ``Client`` sequential C2B (scenario 01), sync status
 queries of those payments, then ``AsyncClient`` C2B and status queries with N concurrent workers. A last phase
 sends the same C2B requests with aiohttp (not our client) as a reference for what the simulator itself sustains.
+
+In the same run, ``per_call_c2b`` does what the public SDKs do on every call: a new HTTP client (so a new
+connection) and a new bearer token (the RSA encryption of the API key) per payment — here a new ``Client`` per call,
+whose constructor encrypts the token and opens its own connection pool — against ``sync_c2b`` (one ``Client``
+reusing its connection and its token); ``per_call_ratio`` is how many times more calls per second ours makes.
 """
 
 from __future__ import annotations
@@ -177,6 +182,22 @@ def client_throughput(ctx: RunContext) -> dict[str, Any]:
 
             out["sync_query"], _ = _sync_phase(query, duration, max_calls)
 
+        def per_call_c2b(_: int) -> Result:
+            """The public SDKs' way: a new HTTP client (new connection) and a new token for every call."""
+            with Client(config) as fresh:
+                return fresh.c2b_payment(
+                    amount=AMOUNT,
+                    msisdn=SUCCESS_MSISDN,
+                    transaction_reference=TRANSACTION_REFERENCE,
+                    third_party_reference=ref(),
+                )
+
+        for i in range(3):
+            per_call_c2b(i)
+        out["per_call_c2b"], _ = _sync_phase(per_call_c2b, duration, max_calls)
+        ours, theirs = out["sync_c2b"]["calls_per_s"], out["per_call_c2b"]["calls_per_s"]
+        out["per_call_ratio"] = round(ours / theirs, 1) if ours and theirs else None
+
         async def run_async() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             async with AsyncClient(config) as client:
 
@@ -208,7 +229,7 @@ def client_throughput(ctx: RunContext) -> dict[str, Any]:
         out["async_c2b"], out["async_query"], out["async_c2b_by_concurrency"] = asyncio.run(run_async())
         out["reference_aiohttp_c2b"] = asyncio.run(_aiohttp_reference(sim, ref, duration, max_calls, concurrency))
         out["simulator_rss_mb_after"] = round(sim.memory_kb()["VmRSS"] / 1024, 1)
-    phases = ("sync_c2b", "sync_query", "async_c2b", "async_query")
+    phases = ("sync_c2b", "sync_query", "per_call_c2b", "async_c2b", "async_query")
     out["errors"] = sum(out[p]["errors"] for p in phases) + sum(
         level["errors"] for level in out["async_c2b_by_concurrency"].values()
     )

@@ -112,7 +112,7 @@ def _child_attempts() -> dict[str, Any]:
     started = time.time()
     for order in orders:
         with transaction.atomic():  # the dispatch goes to the queue on commit, as after a checkout
-            attempt = payment_attempt_start(order=order, msisdn=order.msisdn)
+            attempt, _created = payment_attempt_start(order=order, msisdn=order.msisdn)
             tasks.queue_dispatch(attempt.pk)
     return {"attempts": len(orders), "started_at": started, "finished_at": time.time()}
 

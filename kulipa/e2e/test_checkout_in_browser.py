@@ -3,7 +3,7 @@ and the real simulator: buy two products, pay with M-Pesa, watch the order page 
 approve on the simulator's phone page (numbers ending in 00); see "insufficient balance" (02) and pay with
 another number; switch the shop to English.
 
-The simulator answers after ~1 s and the page polls its JSON status every 2 s, so each test first sees the
+The simulator answers after ~1 s and the page polls its JSON status every 0.5 s, so each test first sees the
 order pending, then paid. Waits are Playwright's (``expect``/``wait_for`` with timeouts), never sleeps.
 """
 

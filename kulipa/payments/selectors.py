@@ -83,8 +83,13 @@ def attempt_next_check_at(*, attempt_id: int) -> datetime | None:
 
 
 def attempt_latest(*, order: Order) -> PaymentAttempt | None:
-    """The order's newest attempt (one indexed query on ``order_id``)."""
-    return PaymentAttempt.objects.filter(order_id=order.pk).order_by("-id").first()
+    """The order's newest attempt with its order as of the same statement (one indexed query on ``order_id``).
+
+    ``attempt.order`` is read afresh by the join, not the ``order`` passed in: an attempt and its order change in
+    one transaction, so only rows from one statement agree with each other. An order read earlier (the viewer
+    check) and an attempt read after a payment committed would say "nothing in flight, not paid": the page would
+    stop asking and keep "check your phone" on screen."""
+    return PaymentAttempt.objects.filter(order_id=order.pk).select_related("order").order_by("-id").first()
 
 
 def _message(order: Order, attempt: PaymentAttempt | None) -> str:
@@ -125,8 +130,10 @@ def _message(order: Order, attempt: PaymentAttempt | None) -> str:
 
 
 def order_payment_view(*, order: Order) -> PaymentView:
-    """The payment state of ``order`` for its page: one query for the latest attempt, nothing else."""
+    """The payment state of ``order`` for its page: one query for the latest attempt (and its order), nothing else."""
     attempt = attempt_latest(order=order)
+    if attempt is not None:
+        order = attempt.order  # consistent with the attempt (see attempt_latest)
     now = timezone.now()
     awaiting = order.status == OrderStatus.AWAITING_PAYMENT
     in_flight = attempt is not None and attempt.in_flight

@@ -12,6 +12,7 @@ from django.urls import reverse
 from kulipa.catalog.models import Product
 from kulipa.inventory.models import StockReservation
 from kulipa.orders.models import Order
+from kulipa.payments import selectors, tasks
 from kulipa.payments.models import PaymentAttempt, PaymentEvent
 from kulipa.payments.tests.conftest import (
     Simulator,
@@ -60,6 +61,25 @@ def test_success_pays_the_order_and_commits_stock(sim: Simulator) -> None:
     page = client.get(order.get_absolute_url())
     assert page.status_code == 200
     assert "Pagamento recebido" in page.content.decode()
+
+
+def test_a_status_read_that_straddles_the_payment_commit_never_says_final_and_unpaid(sim: Simulator) -> None:
+    """The status endpoint reads the order (the viewer check), then its latest attempt. A payment committed
+    between the two reads must not come out as "nothing in flight, not paid": the page stops asking on "final"
+    and would show "check your phone" for good. The interleaving is made exactly: the order is read before the
+    push is even dispatched, the attempt after the worker recorded the payment."""
+    p = product(stock=2)
+    order, attempt = place({p.pk: 1}, push=False)
+    read_before = Order.objects.get(pk=order.pk)
+    assert read_before.status == Order.Status.AWAITING_PAYMENT
+
+    tasks.dispatch_payment(attempt.pk)
+    wait_for(lambda: Order.objects.filter(pk=order.pk, status=Order.Status.PAID).exists(), what="order paid")
+
+    view = selectors.order_payment_view(order=read_before)
+    assert view.final and view.paid
+    assert view.status == "paid" and view.status_label == "Paga · Pago"
+    assert "Pagamento recebido" in view.message
 
 
 FAILURES = [
