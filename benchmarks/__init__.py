@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from benchmarks.capacity import simulator_capacity
 from benchmarks.common import Benchmark, RunContext
+from benchmarks.requests import request_costs
 from benchmarks.throughput import client_throughput
 from benchmarks.worker_capacity import worker_capacity
 
 BENCHMARKS: dict[str, Benchmark] = {
     "client_throughput": client_throughput,
+    "requests": request_costs,
     "simulator_capacity": simulator_capacity,
     "worker_capacity": worker_capacity,
 }
