@@ -9,8 +9,8 @@ Each database runs in a child process (``python -m benchmarks.requests child ...
 (Redis with PostgreSQL, the locked file cache with SQLite), database sessions, huey NOT immediate (the push is only
 queued: huey's SQLite file, or Redis). Requests go through ``django.test.Client`` with ``enforce_csrf_checks=True``
 and the whole middleware stack; the test environment is not set up (no template instrumentation). Abuse limits are
-turned off in the child's settings. Every buyer is a fresh client (its own session) paying from its own number
-``25884{n:05d}01``.
+turned off in the child's settings. Every buyer is a new browser (no cookies: its own session) paying from its own
+number ``25884{n:05d}01``.
 
 Queries are counted on one extra buyer under ``CaptureQueriesContext`` (counting costs time, so the timed buyers run
 without it). CPU is ``time.process_time()`` of the child: on SQLite it includes the database's work, on PostgreSQL
@@ -75,14 +75,28 @@ def _field(html: str, name: str) -> str:
     return match.group(1).replace("&quot;", '"').replace("&#x27;", "'").replace("&amp;", "&")
 
 
-class _Buyer:
-    """One customer: a fresh client (session, CSRF cookie) going through home → product → add → checkout → pay."""
+_CLIENTS: list[Any] = []
 
-    def __init__(self, n: int, products: list[tuple[int, str]]) -> None:
+
+def _client() -> Any:
+    """One ``Client`` for every buyer: its handler loads the middleware once, as a server process does (a new
+    ``Client`` per buyer would build WhiteNoise's file index again on its first request, ~10 ms)."""
+    if not _CLIENTS:
         from django.test import Client
 
+        _CLIENTS.append(Client(enforce_csrf_checks=True))
+    return _CLIENTS[0]
+
+
+class _Buyer:
+    """One customer, a new browser (no cookies) on the shared client: home → product → add → checkout → pay."""
+
+    def __init__(self, n: int, products: list[tuple[int, str]]) -> None:
+        from http.cookies import SimpleCookie
+
         self.n = n
-        self.client = Client(enforce_csrf_checks=True)
+        self.client = _client()
+        self.client.cookies = SimpleCookie()  # a new browser: no session, no CSRF cookie yet
         self.product_id, self.slug = products[n % len(products)]
         self.csrf = ""
         self.checkout_html = ""
