@@ -17,7 +17,7 @@ without it). CPU is ``time.process_time()`` of the child: on SQLite it includes 
 the server's own CPU is not in it.
 
 ``python -m benchmarks --only requests [--quick]``; PostgreSQL at ``REQUESTS_BENCH_DATABASE_URL`` (default
-``postgres://postgres:postgres@127.0.0.1:5432/kulipa_bench_requests``: the database is dropped and created), Redis
+``postgres://postgres:postgres@127.0.0.1:5432/kulipa_requests_bench``: the database is dropped and created), Redis
 at ``REQUESTS_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/8``; flushed at the end). ``REQUESTS_BENCH_DBS``
 (``sqlite,postgresql``) chooses the databases.
 """
@@ -44,7 +44,7 @@ BUYERS_FULL = 300
 BUYERS_QUICK = 30
 WARMUP = 10
 CHILD_TIMEOUT = 900.0
-DEFAULT_PG_URL = "postgres://postgres:postgres@127.0.0.1:5432/kulipa_bench_requests"
+DEFAULT_PG_URL = "postgres://postgres:postgres@127.0.0.1:5432/kulipa_requests_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
 _ENV_DROPPED = (
     "DATABASE_URL",
