@@ -26,6 +26,12 @@ _TOKEN = re.compile(
 )
 
 
+def _card_token(html: str) -> str:
+    match = _TOKEN.search(html)
+    assert match is not None, "no add-to-cart form with a CSRF token on the home page"
+    return match.group(1)
+
+
 @pytest.mark.parametrize("products", [3, 20])
 def test_home_page_queries_do_not_grow_with_the_products(client, django_assert_num_queries, products):
     for _ in range(products):
@@ -58,8 +64,8 @@ def test_a_reserved_unit_or_a_new_price_shows_on_the_next_visit(client):
 def test_each_visitor_adds_to_cart_with_their_own_token():
     product = make_product(name="Mel do Niassa")
     ana, rui = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
-    ana_token = _TOKEN.search(ana.get("/").content.decode()).group(1)
-    rui_token = _TOKEN.search(rui.get("/").content.decode()).group(1)  # the same card, from the memo
+    ana_token = _card_token(ana.get("/").content.decode())
+    rui_token = _card_token(rui.get("/").content.decode())  # the same card, from the memo
 
     data = {"product_id": product.pk, "quantity": 1, "next": "/"}
     refused = rui.post("/carrinho/adicionar/", {**data, "csrfmiddlewaretoken": ana_token})
