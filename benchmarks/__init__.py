@@ -10,6 +10,7 @@ from benchmarks.capacity import simulator_capacity
 from benchmarks.checkout import checkout
 from benchmarks.common import Benchmark, RunContext
 from benchmarks.pending import pending
+from benchmarks.requests import request_costs
 from benchmarks.throughput import client_throughput
 from benchmarks.time_to_paid import time_to_paid
 from benchmarks.worker_capacity import worker_capacity
@@ -18,6 +19,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "checkout": checkout,
     "client_throughput": client_throughput,
     "pending": pending,
+    "requests": request_costs,
     "simulator_capacity": simulator_capacity,
     "time_to_paid": time_to_paid,
     "worker_capacity": worker_capacity,

@@ -211,6 +211,8 @@ WHITENOISE_USE_FINDERS = True
 # --- Sessions, cookies and HTTPS ----------------------------------------------------------------------------
 # Production defaults are HTTPS-only; `check --deploy` is clean with the .env.example values.
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 30
+# Django's database sessions without a look-up per new key nor BEGIN/COMMIT around each save (kulipa/core/sessions.py).
+SESSION_ENGINE = "kulipa.core.sessions"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)

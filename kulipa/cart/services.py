@@ -40,7 +40,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from kulipa.catalog.models import Product
-from kulipa.inventory.selectors import available_quantities
+from kulipa.inventory.selectors import available_for
 
 SESSION_KEY = "cart"
 
@@ -120,7 +120,7 @@ class Cart:
         if set(products) != set(stored):  # deleted or deactivated meanwhile: drop them
             stored = {pid: qty for pid, qty in stored.items() if pid in products}
             self._save(stored)
-        available = available_quantities(product_ids=list(stored))
+        available = available_for(products=[products[pid] for pid in stored])
         self._lines = [
             CartLine(
                 product=products[pid],
@@ -158,20 +158,20 @@ class Cart:
                 _("Pode comprar no máximo %(max)s unidades de «%(name)s» por encomenda.")
                 % {"max": _max_line_quantity(), "name": product.name}
             )
-        self._check_stock(product, new_quantity)
+        available = self._check_stock(product, new_quantity)
         stored[product.id] = new_quantity
         self._save(stored)
-        return self._line_for(product.id)
+        return self._line(product, new_quantity, available)
 
     def set(self, product_id: int, quantity: int) -> CartLine:
         """Set a line's quantity (adds the line if absent). Use :meth:`remove` to delete a line."""
         self._check_quantity(quantity)
         product = self._get_product(product_id)
-        self._check_stock(product, quantity)
+        available = self._check_stock(product, quantity)
         stored = self._stored()
         stored[product.id] = quantity
         self._save(stored)
-        return self._line_for(product.id)
+        return self._line(product, quantity, available)
 
     def remove(self, product_id: int) -> None:
         stored = self._stored()
@@ -184,8 +184,16 @@ class Cart:
         self._lines = None
 
     # --- helpers ------------------------------------------------------------------------------------------
-    def _line_for(self, product_id: int) -> CartLine:
-        return next(line for line in self.lines() if line.product.id == product_id)
+    @staticmethod
+    def _line(product: Product, quantity: int, available: int) -> CartLine:
+        """The line just written, from the product row and stock already read (no second read of them)."""
+        return CartLine(
+            product=product,
+            quantity=quantity,
+            unit_price=product.price,
+            line_total=product.price * quantity,
+            available=available,
+        )
 
     @staticmethod
     def _check_quantity(quantity: int) -> None:
@@ -206,8 +214,9 @@ class Cart:
         return product
 
     @staticmethod
-    def _check_stock(product: Product, quantity: int) -> None:
-        available = available_quantities(product_ids=[product.id]).get(product.id, 0)
+    def _check_stock(product: Product, quantity: int) -> int:
+        """Refuse ``quantity`` above what is available; returns what is available."""
+        available = available_for(products=[product]).get(product.id, 0)
         if available <= 0:
             raise CartError(_("«%(name)s» está esgotado.") % {"name": product.name})
         if quantity > available:
@@ -219,6 +228,7 @@ class Cart:
                 )
                 % {"count": available, "name": product.name}
             )
+        return available
 
 
 def cart_from_request(request: HttpRequest) -> Cart:

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from kulipa.catalog.models import Product
-from kulipa.inventory.selectors import available_quantities
+from kulipa.inventory.selectors import available_for
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def product_list_active() -> QuerySet[Product]:
 
 
 def product_stock_list(*, products: Iterable[Product]) -> list[ProductStock]:
-    """Pair each product with its available quantity (one query for all of them)."""
+    """Pair each product with its available quantity (one query for all of them: the rows' own stock on hand)."""
     items = list(products)
-    available = available_quantities(product_ids=[p.id for p in items])
+    available = available_for(products=items)
     return [ProductStock(product=p, available=available.get(p.id, 0)) for p in items]

@@ -29,3 +29,12 @@ def available_quantities(*, product_ids: Iterable[int]) -> dict[int, int]:
     on_hand = dict(Product.objects.filter(id__in=ids).values_list("id", "stock_on_hand"))
     reserved = reserved_quantities(product_ids=ids)
     return {pid: max(0, on_hand[pid] - reserved.get(pid, 0)) for pid in on_hand}
+
+
+def available_for(*, products: Iterable[Product]) -> dict[int, int]:
+    """:func:`available_quantities` of product rows the caller has just read: their ``stock_on_hand`` as read, so
+    one query (the live reservations) instead of two. As advisory as the other: the checkout's locked rows
+    decide."""
+    rows = list(products)
+    reserved = reserved_quantities(product_ids=[p.pk for p in rows])
+    return {p.pk: max(0, p.stock_on_hand - reserved.get(p.pk, 0)) for p in rows}

@@ -9,6 +9,7 @@ only products, then inserts the order, lines and reservations. This module does 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,7 @@ def order_place(
     confirmed: CheckoutSnapshot,
     payment_status: str = Order.PaymentStatus.NOT_STARTED,
     client_ip: str | None = None,
+    on_created: Callable[[Order], object] | None = None,
 ) -> tuple[Order, bool]:
     """Place an order for ``quantities`` (product id → units) in ONE transaction and reserve its stock.
 
@@ -91,8 +93,10 @@ def order_place(
     Raises :class:`~kulipa.orders.errors.OrderError` subclasses (empty, bad quantity, product unavailable,
     total above ``MAX_ORDER_TOTAL``), :class:`~kulipa.inventory.errors.OutOfStock` or ``LimitReached``; nothing is
     created then.
-    Returns ``(order, created)``. Does not start the payment (``kulipa.payments.services.checkout_place`` does,
-    in the same transaction).
+    Returns ``(order, created)``. Does not start the payment: ``kulipa.payments.services.checkout_place`` does,
+    in the same transaction, through ``on_created`` — called with the new order as the transaction's last step
+    (not for a re-submit); what it raises undoes the order too. Passing it, rather than wrapping this function in
+    another ``atomic()``, keeps this transaction the outermost one: no savepoint (two round trips) per checkout.
     """
     clean = _validate_quantities(quantities)
     token = checkout_token or None
@@ -142,6 +146,8 @@ def order_place(
                 for pid, qty in clean.items()
             )
             inventory.reservations_create(order=order, quantities=clean, expires_at=order.expires_at, products=products)
+            if on_created is not None:
+                on_created(order)
     except IntegrityError:
         if token is None:
             raise

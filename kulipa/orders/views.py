@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from kulipa.cart.services import cart_from_request
+from kulipa.cart.services import Cart, cart_from_request
 from kulipa.core import limits
 from kulipa.core.limits import LimitReached
 from kulipa.inventory.errors import OutOfStock
@@ -53,12 +53,19 @@ def _placed(request: HttpRequest, order: Order) -> HttpResponse:
 
 
 def _checkout_page(
-    request: HttpRequest, form: CheckoutForm, *, changes: list[str] | None = None, limit: LimitReached | None = None
+    request: HttpRequest,
+    form: CheckoutForm,
+    *,
+    changes: list[str] | None = None,
+    limit: LimitReached | None = None,
+    cart: Cart | None = None,
 ) -> HttpResponse:
     """The checkout page for the cart as it is now, with a freshly signed snapshot of exactly what it shows.
     ``changes``: why the page is shown again instead of placing the order (nothing was created). ``limit``: an
-    abuse limit refused the order (nothing was created): its sentence is shown, status 429."""
-    cart = cart_from_request(request)  # a new Cart: prices read now, not cached before order_create ran
+    abuse limit refused the order (nothing was created): its sentence is shown, status 429. ``cart``: a cart
+    whose lines this request has just read (the GET); otherwise a new one is read, so that prices are read after
+    ``order_create`` ran, not before."""
+    cart = cart if cart is not None else cart_from_request(request)
     snapshot = snapshot_from_cart(cart)
     return render(
         request,
@@ -100,7 +107,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
         messages.info(request, _("O seu carrinho está vazio. Escolha os produtos antes de finalizar a compra."))
         return redirect(cart_url)
     if request.method != "POST":
-        return _checkout_page(request, CheckoutForm(initial=_checkout_initial(request)))
+        return _checkout_page(request, CheckoutForm(initial=_checkout_initial(request)), cart=cart)
     form = CheckoutForm(request.POST)
     valid = form.is_valid()
     if confirmed is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from django.db import transaction
 from django.utils import timezone
 
 from kulipa.orders import services as orders
@@ -33,7 +32,8 @@ def checkout_place(
 ) -> tuple[Order, PaymentAttempt | None]:
     """Place the order the customer confirmed (``kulipa.orders.services.order_place``: same arguments and errors,
     including ``CheckoutChanged`` when ``confirmed`` no longer matches the locked rows) and its first QUEUED
-    attempt together: a crash leaves either all of it or nothing. ``msisdn`` is already normalised.
+    attempt together, in order_place's one transaction: a crash leaves either all of it or nothing. ``msisdn`` is
+    already normalised.
 
     Abuse limits kept here, in the database (docs/payments.md "Abuse limits"): the session, ``client_ip`` and
     ``msisdn`` may not hold more units than their caps, and ``msisdn`` may not have another order's push in
@@ -42,21 +42,26 @@ def checkout_place(
     A resubmitted checkout (same ``checkout_token``) returns the order the first submit created and ``None``:
     nothing new is created or pushed.
     """
-    with transaction.atomic():
-        order, created = orders.order_place(
-            quantities=quantities,
-            customer_name=customer_name,
-            msisdn=msisdn,
-            email=email,
-            delivery_address=delivery_address,
-            user=user,
-            session_key=session_key,
-            checkout_token=checkout_token,
-            confirmed=confirmed,
-            payment_status=Order.PaymentStatus.PENDING,
-            client_ip=client_ip,
-        )
-        if not created:
-            return order, None
-        attempt = attempt_create(order=order, msisdn=msisdn, replaces=None, now=timezone.now())
+    attempts: list[PaymentAttempt] = []
+
+    def first_attempt(order: Order) -> None:  # inside order_place's transaction, its last step
+        attempts.append(attempt_create(order=order, msisdn=msisdn, replaces=None, now=timezone.now()))
+
+    order, created = orders.order_place(
+        quantities=quantities,
+        customer_name=customer_name,
+        msisdn=msisdn,
+        email=email,
+        delivery_address=delivery_address,
+        user=user,
+        session_key=session_key,
+        checkout_token=checkout_token,
+        confirmed=confirmed,
+        payment_status=Order.PaymentStatus.PENDING,
+        client_ip=client_ip,
+        on_created=first_attempt,
+    )
+    if not created:
+        return order, None
+    (attempt,) = attempts
     return order, attempt
