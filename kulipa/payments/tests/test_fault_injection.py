@@ -17,9 +17,15 @@ Already proven elsewhere, and not repeated here:
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from kulipa.orders.models import Order
 from kulipa.payments import services, tasks
@@ -35,6 +41,10 @@ from kulipa.payments.tests.conftest import (
 )
 from kulipa.payments.tests.invariants import Tally, check_invariants
 from kulipa.payments.tests.workers import c2b_requests
+from mpesa.config import Ports
+from mpesa.sandbox import ThreadedSandbox
+from mpesa.sandbox.settings import all_ports
+from mpesa.sandbox.testing import find_free_port_offset
 
 pytestmark = pytest.mark.faults
 
@@ -137,3 +147,130 @@ def test_callbacks_arriving_after_the_attempt_was_settled_change_nothing(
     # The query cannot tell why a payment was cancelled: FAILED, and the late INS-2006 callback does not reopen it.
     assert after.states() == {State.SUCCEEDED: 1, State.FAILED: 1}, after.states()
     assert after.paid_orders == 1
+
+
+# --- the gateway unreachable, then back ------------------------------------------------------------------------
+class Outage:
+    """A TCP relay standing for the network between the shop and M-Pesa: the shop talks to the relay's six ports
+    (``offset``), the relay to the simulator's. ``down()`` stops listening (connections refused) and cuts every
+    open connection; ``up()`` listens again. The simulator itself keeps running and keeps its ledger, as the real
+    gateway does while the shop cannot reach it."""
+
+    def __init__(self, sandbox: ThreadedSandbox) -> None:
+        self.offset = find_free_port_offset()
+        self.routes = dict(
+            zip(all_ports(Ports().shifted(self.offset)), all_ports(Ports().shifted(sandbox.port_offset)), strict=True)
+        )
+        self._listeners: list[socket.socket] = []
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        for port, target in self.routes.items():
+            listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
+            self._listeners.append(listener)
+            threading.Thread(target=self._accept, args=(listener, target), daemon=True).start()
+
+    def down(self) -> None:
+        for listener in self._listeners:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close() alone would not
+            listener.close()
+        self._listeners.clear()
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket, target: int) -> None:
+        while True:
+            try:
+                client, _addr = listener.accept()
+            except OSError:
+                return  # closed: down
+            upstream = socket.create_connection(("127.0.0.1", target))
+            with self._lock:
+                self._open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for conn in (source, sink):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def outage(sim: Simulator, settings: Any) -> Iterator[Outage]:
+    """The shop pointed at the relay, which is up."""
+    relay = Outage(sim.sandbox)
+    relay.up()
+    settings.MPESA = shop_mpesa_settings(sim.sandbox, PORT_OFFSET=relay.offset)
+    try:
+        yield relay
+    finally:
+        relay.down()
+
+
+def test_the_gateway_unreachable_while_checkouts_arrive_charges_no_one_and_everything_resolves_once_back(
+    sim: Simulator, outage: Outage
+) -> None:
+    """Two pushes wait on the customers' phones when the network to M-Pesa goes down (their connections cut);
+    both customers answer anyway, one approving. Three checkouts arrive during the outage: each push is refused
+    at once as not sent — nothing charged, the stock still held for "try again". The sweep runs throughout: the
+    cut pushes are never taken for a "no", and their status queries fail without deciding anything. Back up: the
+    status queries find the approved payment, the three customers try again and pay, each once."""
+    item = product(stock=6)
+    stock = {item.pk: 6}
+    with c2b_requests() as received:
+        waiting = [place({item.pk: 1}, msisdn=f"25884002{n}000") for n in range(2)]
+        numbers = [a.msisdn for _o, a in waiting]
+        wait_for(lambda: all(sim.prompts(number) for number in numbers), what="both prompts on the phones")
+
+        outage.down()
+        for n, (_order, attempt) in enumerate(waiting):
+            (prompt,) = sim.prompts(attempt.msisdn)
+            sim.answer(attempt.msisdn, prompt["conversation_id"], approve=n == 0)
+        assert get_engine().wait_idle(20)
+        cut = [PaymentAttempt.objects.get(pk=a.pk) for _o, a in waiting]
+        assert {a.state for a in cut} == {State.UNKNOWN}  # the answer was lost: unknown, never "declined"
+
+        refused = [place({item.pk: 1}, msisdn=f"25884003{n}001") for n in range(3)]
+        assert get_engine().wait_idle(20)
+        assert {PaymentAttempt.objects.get(pk=a.pk).state for _o, a in refused} == {State.NOT_SENT}
+        orders = [o for o, _a in waiting + refused]
+        for _ in range(3):  # the sweep during the outage: queries fail, nothing is decided wrongly, nothing lost
+            tasks.sweep()
+            check(sim, orders, stock, c2b_received=received.by_reference, settled=False)
+        assert [t["third_party_reference"] for t in sim.transactions()] == [a.third_party_reference for a in cut]
+
+        outage.up()
+        for order, attempt in refused:
+            retried, created = services.payment_attempt_start(order=order, after_attempt_id=attempt.pk)
+            assert created
+            tasks.dispatch_payment(retried.pk)
+        # Time passes for the cut pushes: their next checks (and, if closed meanwhile, the tail re-query) come due.
+        ids = [o.pk for o in orders]
+
+        def resolved() -> bool:
+            PaymentAttempt.objects.filter(order_id__in=ids, next_check_at__isnull=False).update(
+                next_check_at=timezone.now() - timedelta(seconds=1)
+            )
+            approved = PaymentAttempt.objects.get(pk=cut[0].pk)
+            return settled(ids) and approved.state == State.SUCCEEDED
+
+        reconcile_until(resolved, what="every attempt resolved once M-Pesa is back")
+        tally = check(sim, orders, stock, c2b_received=received.by_reference)
+    # The declined push never pays: closed as declined once M-Pesa answers, or, if the outage outlasted its
+    # deadline, as unconfirmed (then on the tail schedule, which asks for 48 h: docs/payments.md § The tail).
+    assert PaymentAttempt.objects.get(pk=cut[1].pk).state in (State.DECLINED, State.FAILED, State.UNCONFIRMED)
+    assert tally.paid_orders == 4  # the approved cut push and the three retries
+    assert tally.stock[item.pk]["sold"] == 4
