@@ -9,7 +9,14 @@ gateway work it queues going to the real consumer through the real queue (``queu
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -24,7 +31,15 @@ from kulipa.payments import tasks
 from kulipa.payments.models import PaymentAttempt
 from kulipa.payments.tests.conftest import Simulator, place, product, wait_for
 from kulipa.payments.tests.invariants import check_invariants
-from kulipa.payments.tests.workers import Queue, c2b_requests, child_env, consumers, storage_kinds
+from kulipa.payments.tests.workers import (
+    MANAGE,
+    PROJECT_DIR,
+    Queue,
+    c2b_requests,
+    child_env,
+    consumers,
+    storage_kinds,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -141,3 +156,211 @@ def test_worker_killed_holding_100_pushes_each_ends_as_the_customer_answered_and
     assert tally.paid_orders == len([s for s in answers.values() if s == "Completed"]) == 34
     assert tally.states()[State.SUCCEEDED] == 34
     assert tally.stock[item.pk]["sold"] == 34
+
+
+# --- PostgreSQL restarted during a run ---------------------------------------------------------------------------
+class Cluster:
+    """A throwaway PostgreSQL cluster of this test alone (``initdb`` + ``pg_ctl``), never the machine's own. As root,
+    the server runs as the ``postgres`` user (initdb refuses root) with a data directory that user owns."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="kulipa-faults-pg-"))
+        self.data = self.dir / "data"
+        with socket.socket() as probe:  # bind-to-0: a port free right now
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, user="postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/kulipa_faults_restart"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
+
+    def _ctl(self, action: str, *extra: str) -> None:
+        options = f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1"
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", *extra, action, "-o", options
+        )
+
+    def start(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._ctl("start")
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "kulipa_faults_restart")
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every session is terminated, open transactions rolled back."""
+        self._ctl("restart", "-m", "fast")
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run([*self.as_user, "pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"], timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    tools = all(shutil.which(tool) for tool in ("initdb", "pg_ctl", "createdb"))
+    if not tools:
+        if os.environ.get("KULIPA_REQUIRE_PG_CTL") == "1":
+            pytest.fail("initdb/pg_ctl/createdb not on PATH, and KULIPA_REQUIRE_PG_CTL=1")
+        pytest.skip("initdb/pg_ctl not installed: no private PostgreSQL cluster to restart")
+    running = Cluster()
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+# A child on the cluster: places orders (numbers from argv), each a checkout and a queued dispatch, and keeps
+# going through the restart (a checkout the database refuses is a customer's error page, not a crash); prints
+# the ids it placed. `setup` creates the product first.
+PLACER = """
+import json, sys, time
+import django
+
+django.setup()
+from django.db import DatabaseError, close_old_connections
+from kulipa.catalog.models import Product
+from kulipa.payments.tests.conftest import place
+
+command, product_id, progress, numbers = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+if command == "setup":
+    product = Product.objects.create(name="Capulana", slug="capulana", price="125.50", stock_on_hand=int(product_id),
+                                     is_active=True)
+    print(json.dumps({"product": product.pk}))
+    sys.exit(0)
+placed, refused = [], 0
+for msisdn in numbers:
+    try:
+        order, _attempt = place({int(product_id): 1}, msisdn=msisdn)
+        placed.append(order.pk)
+    except DatabaseError:
+        refused += 1
+        close_old_connections()
+    with open(progress, "a") as out:
+        out.write(".")
+    time.sleep(0.05)
+print(json.dumps({"placed": placed, "refused": refused}))
+"""
+
+# A child on the cluster: the minute sweep's body once a second (its gateway work queued to the worker) until no
+# attempt is in flight, then the invariants, read through its own connection. Prints what the checker saw.
+CHECKER = """
+import json, sys, time
+import django
+import httpx
+
+django.setup()
+from kulipa.orders.models import Order
+from kulipa.payments import tasks
+from kulipa.payments.models import PaymentAttempt
+from kulipa.payments.tests.invariants import check_invariants
+
+control, product_id, initial, received = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+order_ids = sorted(Order.objects.values_list("id", flat=True))  # every order in the database, whoever placed it
+deadline = time.monotonic() + 60
+while PaymentAttempt.objects.filter(state__in=PaymentAttempt.IN_FLIGHT).exists() and time.monotonic() < deadline:
+    tasks.sweep()
+    time.sleep(1)
+transactions = httpx.get(control + "/transactions").json()["transactions"]
+tally = check_invariants(transactions=transactions, order_ids=order_ids, initial_stock={product_id: initial},
+                         c2b_received=received)
+print(json.dumps({"orders": order_ids, "states": tally.states(), "paid": tally.paid_orders,
+                  "stock": tally.stock[product_id]}))
+"""
+
+
+def run_child(script: str, *args: str, env: dict[str, str], timeout: float = 120) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, cwd=PROJECT_DIR, capture_output=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    result: dict[str, object] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def test_postgresql_restarted_mid_run_loses_nothing_and_charges_no_one_twice(
+    cluster: Cluster, sim: Simulator, tmp_path: Path
+) -> None:
+    """A worker on a private PostgreSQL cluster holds ten pushes waiting on phones, and checkouts keep arriving,
+    when the server is restarted (``pg_ctl restart -m fast``: every connection dropped). Then the customers answer.
+    The worker records the answers on fresh connections (or the sweep's status queries do), checkouts refused
+    while the server was down left nothing behind, and the invariants hold, read through a new connection."""
+    sim.configure(push_window=PROMPT_WINDOW)
+    queue = Queue.create(storage_kinds()[-1], tmp_path)
+    env = child_env(
+        sandbox=sim.sandbox,
+        queue=queue,
+        DATABASE_URL=cluster.url,
+        MPESA_PUSH_WINDOW_SECONDS=SHOP_WINDOW,
+        KULIPA_LIMIT_PROMPTS_PER_PHONE="",
+        KULIPA_LIMIT_CHECKOUTS_PER_IP="",
+    )
+    migrate = subprocess.run(
+        [sys.executable, str(MANAGE), "migrate", "--noinput"], env=env, cwd=PROJECT_DIR, capture_output=True
+    )
+    assert migrate.returncode == 0, migrate.stderr.decode()[-3000:]
+    stock = 40
+    product_id = str(run_child(PLACER, "setup", str(stock), "-", env=env)["product"])
+    waiting = [f"25884{n + 700:05d}00" for n in range(10)]  # wait for the customer on the phone
+    paying = [f"25884{n + 800:05d}01" for n in range(20)]  # pay at once
+    progress = tmp_path / "progress"
+    try:
+        with (
+            c2b_requests() as received,
+            consumers(1, env=env, tmp_path=tmp_path, workers=2, periodic=False) as (worker,),
+        ):
+            wait_for(lambda: STARTED in worker.output(), timeout=60, what="the consumer started")
+            first = run_child(PLACER, "place", product_id, str(tmp_path / "first"), *waiting, env=env)
+            wait_for(
+                lambda: len(sim.transactions(status="Pending")) == len(waiting),
+                timeout=30,
+                what="ten prompts on the phones",
+            )
+            placer = subprocess.Popen(
+                [sys.executable, "-c", PLACER, "place", product_id, str(progress), *paying],
+                env=env,
+                cwd=PROJECT_DIR,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            wait_for(lambda: progress.exists() and len(progress.read_text()) >= 5, what="checkouts arriving")
+            cluster.restart()
+            for n, msisdn in enumerate(waiting):
+                (prompt,) = sim.prompts(msisdn)
+                sim.answer(msisdn, prompt["conversation_id"], approve=n % 2 == 0)
+            out, err = placer.communicate(timeout=120)
+            assert placer.returncode == 0, err.decode()[-3000:]
+            second = json.loads(out.decode().strip().splitlines()[-1])
+            order_ids = [*first["placed"], *second["placed"]]  # type: ignore[misc]
+            checked = run_child(
+                CHECKER,
+                sim.sandbox.control_url,
+                product_id,
+                str(stock),
+                json.dumps(received.by_reference),
+                env=env,
+            )
+            assert worker.alive(), worker.output()[-3000:]
+    finally:
+        queue.flush()
+    assert "received fast shutdown request" in (cluster.dir / "server.log").read_text()
+    # Every checkout the database accepted (some after the restart) was pushed once and settled as its customer
+    # answered; the ones it refused left no order behind.
+    assert checked["orders"] == order_ids
+    assert len(second["placed"]) > 5  # type: ignore[arg-type]
+    assert len(order_ids) + second["refused"] == len(waiting) + len(paying)
+    approved = len(waiting[::2])
+    assert checked["paid"] == approved + len(second["placed"])  # type: ignore[arg-type]
+    assert checked["stock"] == {  # type: ignore[comparison-overlap]
+        "held": 0,
+        "sold": checked["paid"],
+        "available": stock - checked["paid"],  # type: ignore[operator]
+        "initial": stock,
+    }
