@@ -14,6 +14,8 @@ from mpesa.sandbox import ThreadedSandbox
 from mpesa.tests.conftest import sandbox_transactions
 from mpesa.tests.test_client_integration import Both, mpesa, ref
 
+pytestmark = pytest.mark.faults
+
 __all__ = ["mpesa"]  # the fixture: each test runs through the sync and the async client
 
 PAYS = "258840000001"  # scenario 01: pays at once
