@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from kulipa.orders.models import Order
@@ -112,6 +113,33 @@ def test_garbled_status_queries_are_asked_again_and_never_decide(fault: str, sim
         tally = check(sim, [order], {item.pk: 1}, c2b_received=received.by_reference)
     assert tally.attempts == {attempt.third_party_reference: State.SUCCEEDED}
     assert sim.faults()["query_fault_count"] == 0  # every spoiled answer was given, and the shop asked past them
+
+
+# --- the database going away right after the claim ---------------------------------------------------------------
+def test_the_database_gone_right_after_a_push_is_claimed_does_not_strand_it(sim: Simulator) -> None:
+    """The worker's claim (QUEUED → PUSHING) commits, then every query on its connection fails, as when PostgreSQL
+    restarts at that instant (found by ``test_fault_processes.py::test_postgresql_restarted_…``: the claim's log
+    line queried the attempt again, the task failed, and the attempt stayed claimed and never sent, closed
+    unconfirmed at deadline + margin). Nothing the push needs is read after the claim: it is sent, and paid."""
+    item = product(stock=1)
+    order, attempt = place({item.pk: 1}, msisdn="258840010401", push=False)
+    gone = False
+
+    def database_gone_after_claim(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        nonlocal gone
+        if gone:
+            raise OperationalError("consuming input failed: server closed the connection unexpectedly")
+        result = execute(sql, params, many, context)
+        gone = sql.startswith("UPDATE") and "payments_paymentattempt" in sql and State.PUSHING in params
+        return result
+
+    with c2b_requests() as received:
+        with connection.execute_wrapper(database_gone_after_claim):
+            tasks.dispatch_payment(attempt.pk)
+        assert gone  # the claim went through, and the database went away after it
+        wait_for(lambda: settled([order.pk]), what="the push answered and recorded")
+        tally = check(sim, [order], {item.pk: 1}, c2b_received=received.by_reference)
+    assert tally.attempts == {attempt.third_party_reference: State.SUCCEEDED}
 
 
 # --- callbacks late --------------------------------------------------------------------------------------------
