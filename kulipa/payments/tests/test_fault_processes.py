@@ -243,6 +243,7 @@ for msisdn in numbers:
     except DatabaseError:
         refused += 1
         close_old_connections()
+        time.sleep(0.5)  # the customer waits a little before the next try (a restart takes about a second)
     with open(progress, "a") as out:
         out.write(".")
     time.sleep(0.05)
@@ -271,8 +272,10 @@ while PaymentAttempt.objects.filter(state__in=PaymentAttempt.IN_FLIGHT).exists()
 transactions = httpx.get(control + "/transactions").json()["transactions"]
 tally = check_invariants(transactions=transactions, order_ids=order_ids, initial_stock={product_id: initial},
                          c2b_received=received)
+unpaid = {o.msisdn: [o.status, *o.payment_attempts.values_list("state", flat=True)]
+          for o in Order.objects.exclude(status__in=["paid", "needs_attention"])}
 print(json.dumps({"orders": order_ids, "states": tally.states(), "paid": tally.paid_orders,
-                  "stock": tally.stock[product_id]}))
+                  "stock": tally.stock[product_id], "unpaid": unpaid}))
 """
 
 
@@ -357,7 +360,7 @@ def test_postgresql_restarted_mid_run_loses_nothing_and_charges_no_one_twice(
     assert len(second["placed"]) > 5  # type: ignore[arg-type]
     assert len(order_ids) + second["refused"] == len(waiting) + len(paying)
     approved = len(waiting[::2])
-    assert checked["paid"] == approved + len(second["placed"])  # type: ignore[arg-type]
+    assert checked["paid"] == approved + len(second["placed"]), checked  # type: ignore[arg-type]
     assert checked["stock"] == {  # type: ignore[comparison-overlap]
         "held": 0,
         "sold": checked["paid"],
