@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -279,12 +280,12 @@ print(json.dumps({"orders": order_ids, "states": tally.states(), "paid": tally.p
 """
 
 
-def run_child(script: str, *args: str, env: dict[str, str], timeout: float = 120) -> dict[str, object]:
+def run_child(script: str, *args: str, env: dict[str, str], timeout: float = 120) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", script, *args], env=env, cwd=PROJECT_DIR, capture_output=True, timeout=timeout
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    result: dict[str, object] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return result
 
 
@@ -340,8 +341,8 @@ def test_postgresql_restarted_mid_run_loses_nothing_and_charges_no_one_twice(
                 sim.answer(msisdn, prompt["conversation_id"], approve=n % 2 == 0)
             out, err = placer.communicate(timeout=120)
             assert placer.returncode == 0, err.decode()[-3000:]
-            second = json.loads(out.decode().strip().splitlines()[-1])
-            order_ids = [*first["placed"], *second["placed"]]  # type: ignore[misc]
+            second: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+            order_ids = [*first["placed"], *second["placed"]]
             checked = run_child(
                 CHECKER,
                 sim.sandbox.control_url,
@@ -357,13 +358,13 @@ def test_postgresql_restarted_mid_run_loses_nothing_and_charges_no_one_twice(
     # Every checkout the database accepted (some after the restart) was pushed once and settled as its customer
     # answered; the ones it refused left no order behind.
     assert checked["orders"] == order_ids
-    assert len(second["placed"]) > 5  # type: ignore[arg-type]
+    assert len(second["placed"]) > 5
     assert len(order_ids) + second["refused"] == len(waiting) + len(paying)
     approved = len(waiting[::2])
-    assert checked["paid"] == approved + len(second["placed"]), checked  # type: ignore[arg-type]
-    assert checked["stock"] == {  # type: ignore[comparison-overlap]
+    assert checked["paid"] == approved + len(second["placed"]), checked
+    assert checked["stock"] == {
         "held": 0,
         "sold": checked["paid"],
-        "available": stock - checked["paid"],  # type: ignore[operator]
+        "available": stock - checked["paid"],
         "initial": stock,
     }
