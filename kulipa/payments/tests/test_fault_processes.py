@@ -47,9 +47,9 @@ pytestmark = pytest.mark.faults
 State = PaymentAttempt.State
 STARTED = "Huey consumer started"
 PENDING = 100
-PROMPT_WINDOW = 10.0
+PROMPT_WINDOW = 15.0
 """Seconds a ``00`` prompt stays on the simulator's phone (then it expires)."""
-SHOP_WINDOW = "20"
+SHOP_WINDOW = "25"
 """The workers' push window: longer than the prompt's, as in production (90 s against M-Pesa's ~60 s)."""
 
 
