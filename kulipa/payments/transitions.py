@@ -15,7 +15,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from kulipa.core.transitions import TransitionTable, transition
 from kulipa.orders.models import Order
@@ -130,11 +130,18 @@ def attempt_claim_push(*, attempt_id: int, fresh_since: datetime, **fields: Any)
     fresh = PaymentAttempt.objects.filter(created_at__gte=fresh_since)
     won = transition(fresh, pk=attempt_id, table=ATTEMPT, source=A.QUEUED, target=A.PUSHING, **fields)
     if won and logger.isEnabledFor(logging.INFO):
-        row = PaymentAttempt.objects.filter(pk=attempt_id).values_list("order_id", "third_party_reference", "msisdn")
-        for order_id, reference, msisdn in row:
-            _log_attempt(
-                order_id=order_id, reference=reference, msisdn=msisdn, source=str(A.QUEUED), target=str(A.PUSHING)
+        try:
+            row = PaymentAttempt.objects.filter(pk=attempt_id).values_list(
+                "order_id", "third_party_reference", "msisdn"
             )
+            for order_id, reference, msisdn in row:
+                _log_attempt(
+                    order_id=order_id, reference=reference, msisdn=msisdn, source=str(A.QUEUED), target=str(A.PUSHING)
+                )
+        except DatabaseError as exc:
+            # The claim is committed: the caller must push. A log line that cannot be read (the database went away
+            # just now) must not make the caller fail, which would leave the attempt claimed and never sent.
+            logger.warning("attempt %s: queued -> pushing (details not logged: %s)", attempt_id, type(exc).__name__)
     return won
 
 

@@ -22,7 +22,7 @@ or from synchronous code / tests, with its own loop in a background thread::
 This package never imports Django.
 """
 
-from mpesa.sandbox.callbacks import Faults
+from mpesa.sandbox.faults import Faults, ResponseFault
 from mpesa.sandbox.scenarios import SCENARIOS, Scenario, scenario_for
 from mpesa.sandbox.server import Sandbox, start
 from mpesa.sandbox.settings import (
@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_SERVICE_PROVIDER_CODE",
     "SCENARIOS",
     "Faults",
+    "ResponseFault",
     "RuntimeConfig",
     "Sandbox",
     "SandboxConfigError",

@@ -17,43 +17,10 @@ from typing import Any
 
 import aiohttp
 
-from mpesa.sandbox.settings import RuntimeConfig, SandboxConfigError
+from mpesa.sandbox.faults import Faults
+from mpesa.sandbox.settings import RuntimeConfig
 
 logger = logging.getLogger("mpesa.sandbox.callbacks")
-
-
-@dataclass(slots=True)
-class Faults:
-    """Set with ``POST /sandbox/faults``; cleared by reset."""
-
-    duplicate_callbacks: int = 1
-    """How many times each callback is sent (2 = one extra copy of every result)."""
-    drop_callbacks: int = 0
-    """How many of the next callbacks are silently lost (counts down)."""
-    delay_callbacks: float = 0.0
-    """Extra seconds before each callback is sent."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "duplicate_callbacks": self.duplicate_callbacks,
-            "drop_callbacks": self.drop_callbacks,
-            "delay_callbacks": self.delay_callbacks,
-        }
-
-    def update(self, changes: dict[str, Any]) -> None:
-        """Apply ``changes`` (all or nothing); raises :class:`SandboxConfigError` naming the bad field."""
-        unknown = sorted(set(changes) - {"duplicate_callbacks", "drop_callbacks", "delay_callbacks"})
-        if unknown:
-            raise SandboxConfigError(f"unknown fault fields: {', '.join(unknown)}")
-        dup = changes.get("duplicate_callbacks", self.duplicate_callbacks)
-        drop = changes.get("drop_callbacks", self.drop_callbacks)
-        delay = changes.get("delay_callbacks", self.delay_callbacks)
-        for name, value in (("duplicate_callbacks", dup), ("drop_callbacks", drop)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-                raise SandboxConfigError(f"{name} must be an integer from 0 to 100")
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-            raise SandboxConfigError("delay_callbacks must be a number of seconds >= 0")
-        self.duplicate_callbacks, self.drop_callbacks, self.delay_callbacks = max(dup, 1), drop, float(delay)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,8 @@
                                                        restore the delays/callback settings started with
 ``GET  /sandbox/config``                               delays and callback settings
 ``PUT|POST /sandbox/config``                           change some of them (JSON object, unknown fields: 400)
-``GET  /sandbox/faults``, ``PUT|POST /sandbox/faults``  callback faults: duplicate/drop/delay
+``GET  /sandbox/faults``, ``PUT|POST /sandbox/faults``  callback faults (duplicate/drop/delay) and response faults
+                                                       of the next C2B requests and status queries
 ``GET  /sandbox/transactions``                         every transaction (``?status=Pending``, ``?msisdn=``)
 ``GET  /sandbox/callbacks``                            the delivery log
 ``GET  /sandbox/phone/<msisdn>``                       the phone page (HTML)

@@ -5,6 +5,9 @@ fields present (INS-20) → field types (INS-21) → service provider code (INS-
 (INS-15) → TransactionReference (INS-17) → ThirdPartyReference (INS-19) → ThirdPartyReference not used before by
 a payment or reversal of this service provider (INS-10, 409). A reference is taken by every payment or reversal
 that gets that far, whatever its outcome, except a C2B answered "overloaded" (INS-16).
+
+Response faults (``mpesa.sandbox.faults``) wrap every C2B and status query: one that strikes before processing
+answers in place of the handler; one that strikes after lets the handler run and spoils its answer.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aiohttp import web
 
 from mpesa.codes import lookup
 from mpesa.config import ENDPOINTS, Operation
+from mpesa.sandbox.faults import ResponseFault
 from mpesa.sandbox.scenarios import Scenario, Wait, scenario_for
 from mpesa.sandbox.settings import B2B_SANDBOX_RECEIVER
 from mpesa.sandbox.state import SandboxState
@@ -173,10 +177,13 @@ class Gateway:
                 logger.info("%s refused: invalid API key (INS-2)", operation.value)
                 body = {"output_ResponseCode": "INS-2", "output_ResponseDesc": "Invalid API Key"}
                 return web.json_response(body, status=401)
+            fault = self.state.sender.faults.take(operation)
+            if fault is not None and fault.before_processing:
+                return await self._fault_before(request, operation, fault)
             fields: Fields = {}
             try:
                 fields = await self._fields(request)
-                return await handler(request, fields)
+                response = await handler(request, fields)
             except Rejection as rejection:
                 logger.info(
                     "%s rejected: %s (third party reference %r)",
@@ -184,9 +191,26 @@ class Gateway:
                     rejection.code,
                     _reference_echo(fields),
                 )
-                return self.answer(operation, rejection.code, third_party_reference=_reference_echo(fields))
+                response = self.answer(operation, rejection.code, third_party_reference=_reference_echo(fields))
+            if fault is None:
+                return response
+            logger.info("%s %s: answer %s (fault)", operation.value, _reference_echo(fields), fault.value)
+            return _spoil(request, response, fault)
 
         return wrapped
+
+    async def _fault_before(
+        self, request: web.Request, operation: Operation, fault: ResponseFault
+    ) -> web.StreamResponse:
+        """A fault that strikes before the request is processed: nothing recorded, no reference taken."""
+        try:
+            reference = _reference_echo(await self._fields(request))
+        except Rejection:
+            reference = ""
+        logger.info("%s %s: %s, not processed (fault)", operation.value, reference, fault.value)
+        if fault is ResponseFault.DROP_BEFORE:
+            return _drop(request)
+        return self.answer(operation, "INS-16", third_party_reference=reference)
 
     @staticmethod
     async def _fields(request: web.Request) -> Fields:
@@ -390,8 +414,18 @@ class Gateway:
         return self.answer(Operation.CUSTOMER_NAME, "INS-0", third_party_reference=third_party_reference, extra=extra)
 
 
+def _spoil(request: web.Request, response: web.StreamResponse, fault: ResponseFault) -> web.StreamResponse:
+    """What the client receives instead of ``response`` (already processed) under ``fault``."""
+    if fault is ResponseFault.DROP_AFTER or not isinstance(response, web.Response):
+        return _drop(request)
+    body = response.body if isinstance(response.body, bytes) else b""
+    garbled = body[: len(body) // 2] if fault is ResponseFault.MALFORMED else b""
+    return web.Response(status=response.status, body=garbled, content_type="application/json")
+
+
 def _drop(request: web.Request) -> web.StreamResponse:
-    """Cut the connection without sending a byte (scenario 08), then give aiohttp a response it cannot send."""
+    """Cut the connection without sending a byte (scenario 08, faults ``drop_before``/``drop_after``), then give
+    aiohttp a response it cannot send."""
     transport = request.transport
     if transport is not None:
         transport.abort()

@@ -173,8 +173,13 @@ def payment_attempt_claim_push(*, attempt_id: int) -> PushJob | None:
     An attempt queued more than ``QUEUED_SEND_LIMIT`` (30 s) ago is not claimed: the customer has moved on, and the
     sweep closes it as NOT_SENT so the page offers "try again". Sets the push deadline and a safety check (for a
     worker that dies mid-push) after the longest the C2B call may take, bounded by push deadline + margin. No lock
-    beyond the UPDATE.
+    beyond the UPDATE. Everything the push needs is read *before* the claim: once the claim has committed, nothing
+    may stand between it and the push (the database going away there would leave the attempt claimed and never
+    sent, found only by the safety check, and closed unconfirmed after the deadline).
     """
+    attempt = PaymentAttempt.objects.select_related("order").filter(pk=attempt_id, state=State.QUEUED).first()
+    if attempt is None:
+        return None
     now = timezone.now()
     won = attempt_claim_push(
         attempt_id=attempt_id,
@@ -187,7 +192,6 @@ def payment_attempt_claim_push(*, attempt_id: int) -> PushJob | None:
     )
     if not won:
         return None
-    attempt = PaymentAttempt.objects.select_related("order").get(pk=attempt_id)
     return PushJob(
         attempt_id=attempt.pk,
         amount=attempt.amount,
