@@ -160,11 +160,25 @@ def test_worker_killed_holding_100_pushes_each_ends_as_the_customer_answered_and
 
 
 # --- PostgreSQL restarted during a run ---------------------------------------------------------------------------
+def pg_tool(name: str) -> str | None:
+    """A PostgreSQL server tool: on PATH, else in Debian's versioned directory (the postgresql package puts
+    initdb and pg_ctl only in /usr/lib/postgresql/<version>/bin)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    )
+    candidates = [d / name for d in reversed(versions) if (d / name).is_file()]
+    return str(candidates[0]) if candidates else None
+
+
 class Cluster:
     """A throwaway PostgreSQL cluster of this test alone (``initdb`` + ``pg_ctl``), never the machine's own. As root,
     the server runs as the ``postgres`` user (initdb refuses root) with a data directory that user owns."""
 
-    def __init__(self) -> None:
+    def __init__(self, tools: dict[str, str]) -> None:
+        self.tools = tools
         self.dir = Path(tempfile.mkdtemp(prefix="kulipa-faults-pg-"))
         self.data = self.dir / "data"
         with socket.socket() as probe:  # bind-to-0: a port free right now
@@ -185,13 +199,24 @@ class Cluster:
     def _ctl(self, action: str, *extra: str) -> None:
         options = f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1"
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", *extra, action, "-o", options
+            self.tools["pg_ctl"],
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            *extra,
+            action,
+            "-o",
+            options,
         )
 
     def start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._run(self.tools["initdb"], "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         self._ctl("start")
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "kulipa_faults_restart")
+        self._run(
+            self.tools["createdb"], "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "kulipa_faults_restart"
+        )
 
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every session is terminated, open transactions rolled back."""
@@ -199,18 +224,21 @@ class Cluster:
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            subprocess.run([*self.as_user, "pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"], timeout=60)
+            subprocess.run(
+                [*self.as_user, self.tools["pg_ctl"], "-D", str(self.data), "-m", "immediate", "stop"], timeout=60
+            )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    tools = all(shutil.which(tool) for tool in ("initdb", "pg_ctl", "createdb"))
-    if not tools:
+    found = {tool: pg_tool(tool) for tool in ("initdb", "pg_ctl", "createdb")}
+    tools = {tool: path for tool, path in found.items() if path}
+    if len(tools) < len(found):
         if os.environ.get("KULIPA_REQUIRE_PG_CTL") == "1":
-            pytest.fail("initdb/pg_ctl/createdb not on PATH, and KULIPA_REQUIRE_PG_CTL=1")
+            pytest.fail("initdb/pg_ctl/createdb not found, and KULIPA_REQUIRE_PG_CTL=1")
         pytest.skip("initdb/pg_ctl not installed: no private PostgreSQL cluster to restart")
-    running = Cluster()
+    running = Cluster(tools)
     try:
         running.start()
         yield running
