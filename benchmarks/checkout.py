@@ -248,6 +248,14 @@ class Stack:
         ready = re.search(r"(\d+) workers × (\d+) threads", self.log_tail("web", 400))
         self.facts["gunicorn"] = {"workers": int(ready[1]), "threads": int(ready[2])} if ready else None
 
+    def pids(self) -> dict[str, int]:
+        """The stack's processes by role (gunicorn's master: its workers are its children)."""
+        assert self.processes is not None and self.sim is not None
+        workers = {
+            f"huey_{name}": proc.pid for name, proc in self.processes.running.items() if name.startswith("worker")
+        }
+        return {"gunicorn": self.processes.running["web"].pid, **workers, "simulator": self.sim.pid}
+
     def log_tail(self, name: str, lines: int = 20) -> str:
         try:
             return "\n".join((self.work / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
@@ -401,7 +409,12 @@ def run_database(ctx: RunContext, database: str) -> dict[str, Any]:
         work = Path(name)
         stack = Stack(ctx, database, work)
         with stack.running():
-            spec = {"base_url": f"http://{HOST}:{stack.port}", "first_number": 1, "phases": _phases(sizes)}
+            spec = {
+                "base_url": f"http://{HOST}:{stack.port}",
+                "first_number": 1,
+                "phases": _phases(sizes),
+                "cpu_roots": stack.pids(),
+            }
             print(f"checkout [{database}] gunicorn on :{stack.port}, {stack.facts.get('gunicorn')}", file=sys.stderr)
             load = _loadgen(spec, timeout=1800)
             final, waited = stack.settle(SETTLE_TIMEOUT)
@@ -492,6 +505,10 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
                 f" {p['p99_ms']!s:>7} | {w['per_s']:>7} {w['p95_ms']!s:>7} | {ratio['pay_over_floor']!s:>9} |"
                 f" ≤{gen}%"
             )
+        for c in r["pay"]:
+            per_pay = r["pay"][c].get("cpu_ms_per_unit") or {}
+            parts = ", ".join(f"{name} {ms}" for name, ms in per_pay.items())
+            lines.append(f"  CPU ms per order placed, {c} buyers (pay phase): {parts}")
         lines.append(
             f"  orders {r['orders_placed']}, attempts {r['attempts']}, succeeded {r['attempts_succeeded']},"
             f" oversold {r['units_oversold']}, errors {r['errors']}, ok {r['ok']}"

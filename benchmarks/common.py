@@ -297,3 +297,51 @@ def parse_response(data: bytes) -> RawResponse:
     if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/"):
         raise ValueError(f"not an HTTP response: {data[:80]!r}")
     return RawResponse(int(status_line[1]), body)
+
+
+# --- CPU by process -------------------------------------------------------------------------------------------
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat() -> dict[int, tuple[int, str, float, float]]:
+    """pid → (parent pid, command, own CPU seconds, CPU seconds of reaped children), from ``/proc/<pid>/stat``."""
+    table: dict[int, tuple[int, str, float, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                raw = fh.read()
+        except OSError:  # gone meanwhile
+            continue
+        command = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        # fields[0] is the state (stat's 3rd field): utime, stime, cutime, cstime are stat's 14th to 17th
+        own = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        reaped = (int(fields[13]) + int(fields[14])) / _CLOCK_TICKS
+        table[int(entry)] = (int(fields[1]), command, own, reaped)
+    return table
+
+
+def cpu_seconds(roots: dict[str, int], commands: Sequence[str] = ("postgres", "redis-server")) -> dict[str, float]:
+    """CPU seconds used so far by each named process tree (``roots``: name → pid; the process, its live
+    descendants and the children they reaped, such as gunicorn workers recycled by ``max_requests``), and by every
+    process whose command is one of ``commands`` (servers not started by us). Take it before and after a phase
+    and subtract: what each part of the system cost."""
+    table = _proc_stat()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, *_rest) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    used: dict[str, float] = {}
+    for name, root in roots.items():
+        total, stack = 0.0, [root]
+        while stack:
+            pid = stack.pop()
+            if pid in table:
+                _ppid, _command, own, reaped = table[pid]
+                total += own + reaped
+                stack.extend(children.get(pid, []))
+        used[name] = round(total, 2)
+    for command in commands:
+        used[command] = round(sum(own + reaped for _ppid, cmd, own, reaped in table.values() if cmd == command), 2)
+    return used

@@ -43,7 +43,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.common import latency_summary
+from benchmarks.common import cpu_seconds, latency_summary
 
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
 PRODUCT_ID = re.compile(r'name="product_id" value="(\d+)"')
@@ -73,13 +73,17 @@ def _proc_stat() -> tuple[int, int]:
 class Meter:
     """CPU of this process and of the machine between :meth:`start` and :meth:`stop`."""
 
+    roots: dict[str, int] = field(default_factory=dict)
+    """The stack's processes (name → pid) whose CPU is measured too, see :func:`benchmarks.common.cpu_seconds`."""
     t0: float = 0.0
     cpu0: float = 0.0
     stat0: tuple[int, int] = (0, 0)
+    by_process0: dict[str, float] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
         self.t0, self.cpu0, self.stat0 = time.monotonic(), _cpu_seconds(), _proc_stat()
+        self.by_process0 = cpu_seconds(self.roots)
 
     def stop(self) -> dict[str, Any]:
         wall = time.monotonic() - self.t0
@@ -88,7 +92,11 @@ class Meter:
         busy, total = busy1 - self.stat0[0], total1 - self.stat0[1]
         cores = os.cpu_count() or 1
         tick = os.sysconf("SC_CLK_TCK")
+        by_process = {
+            name: round(used - self.by_process0.get(name, 0.0), 2) for name, used in cpu_seconds(self.roots).items()
+        }
         return {
+            "cpu_seconds_by_process": by_process,
             "loadgen_cpu_seconds": round(cpu, 3),
             "wall_seconds": round(wall, 3),
             "loadgen_cores": round(cpu / wall, 3) if wall else None,
@@ -138,6 +146,7 @@ class Visitor:
 class Plan:
     def __init__(self, spec: dict[str, Any], http: aiohttp.ClientSession) -> None:
         self.base = spec["base_url"].rstrip("/")
+        self.cpu_roots: dict[str, int] = {k: int(v) for k, v in spec.get("cpu_roots", {}).items()}
         self.http = http
         self.products: list[str] = []
         self.next_number = int(spec.get("first_number", 1))
@@ -215,14 +224,18 @@ FAILURES = (TimeoutError, UnitError, aiohttp.ClientError, OSError)
 
 
 async def run_window(
-    concurrency: int, seconds: float, warmup: float, next_unit: Callable[[], Callable[[], Awaitable[None]] | None]
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    next_unit: Callable[[], Callable[[], Awaitable[None]] | None],
+    roots: dict[str, int],
 ) -> dict[str, Any]:
     """Closed loop: ``concurrency`` buyers, each starting its next unit when its last one ended, until the window
     closes or ``next_unit`` has no more. Counted: the units that END inside the window (``warmup`` after the start,
     ``seconds`` long), so a unit slower than the window still counts where it ends, and the rate is completions per
     second of window. Units still in flight when it closes finish (their orders count in the database) unmeasured.
     """
-    tally, meter = Tally(), Meter()
+    tally, meter = Tally(), Meter(roots=roots)
     window = {"open": False, "closed": False, "exhausted": False}
 
     async def buyer() -> None:
@@ -261,6 +274,11 @@ async def run_window(
         "error_examples": tally.examples,
         "ran_out_of_carts": window["exhausted"],
         "cpu": cpu,
+        # CPU each part of the system spent per unit that ended in the window (work still queued behind the window,
+        # such as pushes not yet recorded, is in the next phase's figures)
+        "cpu_ms_per_unit": {k: round(1000 * v / done, 2) for k, v in cpu["cpu_seconds_by_process"].items()}
+        if done
+        else {},
     }
 
 
@@ -273,9 +291,9 @@ async def phase(plan: Plan, spec: dict[str, Any]) -> dict[str, Any]:
     kind, concurrency = spec["kind"], int(spec["concurrency"])
     seconds, warmup = float(spec["seconds"]), float(spec["warmup"])
     if kind == "flow":
-        return await run_window(concurrency, seconds, warmup, _endless(plan.flow))
+        return await run_window(concurrency, seconds, warmup, _endless(plan.flow), plan.cpu_roots)
     if kind == "floor":
-        return await run_window(concurrency, seconds, warmup, _endless(plan.floor))
+        return await run_window(concurrency, seconds, warmup, _endless(plan.floor), plan.cpu_roots)
     if kind == "pay":
         # Enough carts for the window at 2.5 times the last pay rate measured (the first phase: max_count).
         count = int(spec["max_count"])
@@ -301,7 +319,7 @@ async def phase(plan: Plan, spec: dict[str, Any]) -> dict[str, Any]:
             cart = next(carts, None)
             return None if cart is None else functools.partial(plan.pay, *cart)
 
-        figures = await run_window(concurrency, seconds, warmup, next_pay)
+        figures = await run_window(concurrency, seconds, warmup, next_pay, plan.cpu_roots)
         plan.pay_rate = figures["per_s"] or plan.pay_rate
         figures["setup"] = {
             "carts": len(prepared),

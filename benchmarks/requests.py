@@ -19,13 +19,17 @@ the server's own CPU is not in it.
 ``python -m benchmarks --only requests [--quick]``; PostgreSQL at ``REQUESTS_BENCH_DATABASE_URL`` (default
 ``postgres://postgres:postgres@127.0.0.1:5432/kulipa_requests_bench``: the database is dropped and created), Redis
 at ``REQUESTS_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/8``; flushed at the end). ``REQUESTS_BENCH_DBS``
-(``sqlite,postgresql``) chooses the databases.
+(``sqlite,postgresql``) chooses the databases. ``REQUESTS_BENCH_PROFILE=pay:/tmp/pay-profile.txt`` also writes
+the cProfile statistics of that request's timed steps (top functions by cumulative and by own time) to the file;
+the profiler's overhead then inflates that request's figures.
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
+import pstats
 import re
 import secrets
 import subprocess
@@ -193,15 +197,26 @@ def _child(buyers: int) -> dict[str, Any]:
 
     wall: dict[str, list[float]] = {name: [] for name in REQUESTS}
     cpu: dict[str, list[float]] = {name: [] for name in REQUESTS}
+    profiled = os.environ.get("REQUESTS_BENCH_PROFILE", "")  # "<request>:<path>": cProfile of that request's steps
+    profile_step, _, profile_path = profiled.partition(":")
+    profiler = cProfile.Profile() if profiled else None
     started = time.perf_counter()
     for n in range(buyers):
         buyer = _Buyer(n, pairs)
         for name in REQUESTS:
             c0, t0 = time.process_time(), time.perf_counter()
-            buyer.step(name)
+            if profiler is not None and name == profile_step:
+                profiler.runcall(buyer.step, name)
+            else:
+                buyer.step(name)
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     seconds = time.perf_counter() - started
+    if profiler is not None:
+        with open(profile_path, "w") as out:
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("cumulative").print_stats(45)
+            stats.sort_stats("tottime").print_stats(25)
 
     results: dict[str, Any] = {}
     for name in REQUESTS:
