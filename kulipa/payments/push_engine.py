@@ -5,8 +5,8 @@ thousands of threads; instead the huey task ``dispatch_payment`` wins the ``queu
 a :class:`PushJob` to this engine, then returns. The call runs on the engine's loop (one :class:`mpesa.AsyncClient`
 per loop, see :func:`kulipa.payments.gateway.async_client`), at most ``limit`` at a time (a semaphore; the rest wait
 in memory, not in the connection pool). Its answer goes to the engine's ``recorder`` — one named function,
-``kulipa.payments.tasks.push_answered`` in the worker — run in a small thread pool (each thread keeps its DB connection
-for ``CONN_MAX_AGE``, as a web thread does).
+``kulipa.payments.tasks.push_answered`` in the worker — run in a small thread pool (a thread keeps its DB
+connection while answers keep coming, and closes it when the engine is idle).
 
 If the process dies mid-push the attempt stays PUSHING in the database; the reconciler queries it after its
 deadline. Nothing here retries a push.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from kulipa.payments import gateway
 from mpesa import MpesaError, Outcome, Result
@@ -183,16 +183,22 @@ class PushEngine:
         self._recorders.submit(self._record, job, result)
 
     def _record(self, job: PushJob, result: Result) -> None:
-        # As Django does around a request: a connection past CONN_MAX_AGE, or broken, is replaced; a good one is
-        # kept. Closing it after every answer made each recorded push open a new PostgreSQL connection (a new
-        # server process with cold caches): about 20 ms of database CPU per payment, more than the checkout itself.
         close_old_connections()
         try:
             self.recorder(job, result)
         except Exception:
             logger.exception("recording push %s failed", job.third_party_reference)
         finally:
-            close_old_connections()
+            # While more answers are coming, keep the connection (past CONN_MAX_AGE or broken, it is replaced):
+            # closing it after every answer made each recorded push open a new PostgreSQL connection, a new server
+            # process with cold caches, about 20 ms of database CPU per payment. Once the engine is idle, do not
+            # sit on it.
+            with self._cond:
+                idle = self._in_flight == 0 and self._recording == 1
+            if idle:
+                connections.close_all()
+            else:
+                close_old_connections()
             with self._cond:
                 self._recording -= 1
                 self._cond.notify_all()
