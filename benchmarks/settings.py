@@ -1,6 +1,6 @@
 """The production settings (``kulipa.settings``, every check included) with the abuse limits off, for the
 benchmarks that place thousands of orders from one address (docs/payments.md § Abuse limits: an empty rate or 0
-disables a limit; the environment cannot say "empty", it falls back to the default)."""
+disables a limit; from the environment a rate is turned off with `off`)."""
 
 from kulipa.settings import *  # noqa: F403
 
